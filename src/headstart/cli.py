@@ -1,0 +1,89 @@
+"""The ``headstart`` command line: parse, call, print.
+
+Each subcommand lives in ``headstart.commands.NAME`` with ``add_parser(subparsers)`` and
+``run(args) -> int``. Only the module of the subcommand being run is imported, so
+``headstart run`` pays for argparse and one small module, nothing else.
+
+A :class:`~headstart.errors.HeadstartError` becomes one line on stderr and exit status 2;
+a traceback is shown only with ``HEADSTART_DEBUG=1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+from headstart._version import __version__
+
+__all__ = ["COMMANDS", "build_parser", "main"]
+
+# name -> one-line help; module headstart.commands.<name with - as _>
+COMMANDS: dict[str, str] = {
+    "run": "run a command with headstart's acceleration (zero code)",
+    "prefetch": "read a model's files into the page cache",
+    "status": "show how much of a model or of paths is in the page cache",
+    "evict": "drop a model's or paths' pages from the page cache",
+    "bench": "cold/warm A/B benchmark of a server with and without headstart",
+    "demo": "benchmark `transformers serve` on a generated model, with and without headstart",
+    "demo-model": "generate a synthetic model (safetensors, tokenizer, config)",
+    "record": "record what a cold start reads, for replay by `headstart run`",
+    "profiles": "list, show or remove recorded startup I/O profiles",
+}
+
+
+def _module(name: str):
+    return importlib.import_module("headstart.commands." + name.replace("-", "_"))
+
+
+def _available(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("headstart.commands." + name.replace("-", "_")) is not None
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The full parser, or (``only``) a parser with just one subcommand, for speed."""
+    parser = argparse.ArgumentParser(
+        prog="headstart",
+        description="Make Python ML servers start fast.",
+    )
+    parser.add_argument("--version", action="version", version=f"headstart {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, help_text in COMMANDS.items():
+        if (only is None or only == name) and _available(name):
+            _module(name).add_parser(sub, name, help_text)
+    return parser
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("headstart: %(message)s"))
+    log = logging.getLogger("headstart")
+    log.addHandler(handler)
+    log.setLevel(level)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from headstart.errors import HeadstartError
+
+    argv = sys.argv[1:] if argv is None else argv
+    first = argv[0] if argv else None
+    parser = build_parser(first if first in COMMANDS else None)
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    _setup_logging(getattr(args, "verbose", 0) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except HeadstartError as exc:
+        if os.environ.get("HEADSTART_DEBUG"):
+            raise
+        print(f"headstart {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

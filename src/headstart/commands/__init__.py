@@ -1,0 +1,1 @@
+"""One module per ``headstart`` subcommand: ``add_parser(subparsers, name, help)`` and ``run``."""

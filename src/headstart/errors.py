@@ -1,0 +1,64 @@
+"""headstart's exceptions.
+
+Each inherits the builtin a caller would naturally catch, so ``except FileNotFoundError``
+keeps working::
+
+    HeadstartError(Exception)
+    ├── ModelNotFoundError(HeadstartError, FileNotFoundError)
+    │   └── RevisionNotFoundError
+    ├── InvalidSizeError(HeadstartError, ValueError)
+    ├── UnreadablePathError(HeadstartError, PermissionError)
+    └── ThrottleError(HeadstartError, PermissionError)
+
+The CLI turns any ``HeadstartError`` into one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "HeadstartError",
+    "InvalidSizeError",
+    "ModelNotFoundError",
+    "RevisionNotFoundError",
+    "ThrottleError",
+    "UnreadablePathError",
+]
+
+
+class HeadstartError(Exception):
+    """Base class of every error headstart raises on bad input."""
+
+
+class ModelNotFoundError(HeadstartError, FileNotFoundError):
+    """A model reference resolved to nothing; the message names every place looked at."""
+
+    def __init__(self, ref: str, looked_at: list[str] | tuple[str, ...] = ()) -> None:
+        self.ref = ref
+        self.looked_at = list(looked_at)
+        where = "; ".join(self.looked_at) if self.looked_at else "nowhere"
+        super().__init__(f"model {ref!r} not found (looked at: {where})")
+
+    def __str__(self) -> str:  # FileNotFoundError would print errno-style otherwise
+        return self.args[0]
+
+
+class RevisionNotFoundError(ModelNotFoundError):
+    """The model exists in a cache but not at the requested revision."""
+
+    def __init__(self, ref: str, revision: str, looked_at: list[str] | tuple[str, ...] = ()):
+        self.revision = revision
+        super().__init__(ref, looked_at)
+        where = "; ".join(self.looked_at) if self.looked_at else "nowhere"
+        self.args = (f"revision {revision!r} of model {ref!r} not found (looked at: {where})",)
+
+
+class InvalidSizeError(HeadstartError, ValueError):
+    """A size string such as ``16MiB``, ``2G`` or ``25%`` could not be parsed."""
+
+
+class UnreadablePathError(HeadstartError, PermissionError):
+    """A path given on the command line exists but cannot be read."""
+
+
+class ThrottleError(HeadstartError, PermissionError):
+    """Disk throttling was asked for but cannot be set up (not root, no cgroup, ...)."""

@@ -1,0 +1,1 @@
+"""Model references -> the ordered files a server will read."""

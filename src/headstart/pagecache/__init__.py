@@ -1,0 +1,1 @@
+"""The page-cache engine: ordered byte ranges read by worker threads within a memory budget."""

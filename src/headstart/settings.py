@@ -1,0 +1,95 @@
+"""Every environment variable headstart reads, in one place.
+
+Values are read when a function runs, never frozen at import, so tests and long-lived
+processes see changes.
+
+=========================  ==========================================================
+``HEADSTART_DISABLE``      true: ``headstart run`` is a pure pass-through
+``HEADSTART_CACHE``        headstart's own cache folder (profiles, demo model)
+``HEADSTART_HUB``          ``auto`` | ``hf`` | ``modelscope``
+``HEADSTART_MODEL``        ``--model`` of ``headstart run``
+``HEADSTART_REVISION``     ``--revision``
+``HEADSTART_CACHE_DIR``    ``--cache-dir``
+``HEADSTART_PRELOAD``      ``--preload`` (comma separated)
+``HEADSTART_NO_PRELOAD``   true: ``--no-preload``
+``HEADSTART_NO_PREFETCH``  true: ``--no-prefetch``
+``HEADSTART_FORKSERVER``   true/false: ``--forkserver`` / ``--no-forkserver``
+``HEADSTART_TRACE``        ``--trace FILE``
+``HEADSTART_VERBOSE``      true: ``-v``
+=========================  ==========================================================
+
+Hugging Face and ModelScope variables are read with the precedence their own libraries use
+(see :func:`hf_hub_cache` and :func:`modelscope_cache`).
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = [
+    "env_bool",
+    "env_str",
+    "headstart_cache",
+    "hf_hub_cache",
+    "modelscope_cache",
+    "runtime_dir",
+]
+
+_TRUE = {"1", "true", "yes", "on", "y", "t"}
+_FALSE = {"0", "false", "no", "off", "n", "f", ""}
+
+
+def env_bool(name: str, default: bool | None = False) -> bool | None:
+    """Parse a boolean variable the way huggingface_hub does; unknown values give ``default``."""
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    value = value.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    return default
+
+
+def env_str(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value else default
+
+
+def _xdg_cache_home() -> str:
+    return env_str("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+
+
+def hf_hub_cache() -> str:
+    """The Hugging Face hub cache: HF_HUB_CACHE, HUGGINGFACE_HUB_CACHE, $HF_HOME/hub, XDG."""
+    for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        value = env_str(name)
+        if value:
+            return os.path.expanduser(value)
+    hf_home = env_str("HF_HOME") or os.path.join(_xdg_cache_home(), "huggingface")
+    return os.path.join(os.path.expanduser(hf_home), "hub")
+
+
+def modelscope_cache() -> str:
+    """ModelScope's cache root: MODELSCOPE_CACHE, else ~/.cache/modelscope/hub."""
+    value = env_str("MODELSCOPE_CACHE")
+    if value:
+        return os.path.expanduser(value)
+    return os.path.join(os.path.expanduser("~"), ".cache", "modelscope", "hub")
+
+
+def headstart_cache() -> str:
+    """headstart's own cache folder: HEADSTART_CACHE, else $XDG_CACHE_HOME/headstart."""
+    value = env_str("HEADSTART_CACHE")
+    if value:
+        return os.path.expanduser(value)
+    return os.path.join(_xdg_cache_home(), "headstart")
+
+
+def runtime_dir() -> str:
+    """Where per-host lock files live: $XDG_RUNTIME_DIR/headstart, else the cache folder."""
+    value = env_str("XDG_RUNTIME_DIR")
+    if value and os.path.isdir(value) and os.access(value, os.W_OK):
+        return os.path.join(value, "headstart")
+    return os.path.join(headstart_cache(), "run")
