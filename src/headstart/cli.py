@@ -78,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     _setup_logging(getattr(args, "verbose", 0) or 0)
+    if args.command == "run":
+        # The target runs inside this call: its exceptions, SystemExit and KeyboardInterrupt
+        # must reach the interpreter exactly as if it had been started directly.
+        return int(args.func(args) or 0)
     try:
         return int(args.func(args) or 0)
     except HeadstartError as exc:

@@ -1,0 +1,166 @@
+"""``headstart run [OPTIONS] -- CMD ARGS...``: run any command with headstart's acceleration.
+
+Python entry points of this interpreter (console scripts such as ``vllm`` or
+``transformers``, ``python -m MOD``, ``python -c CODE``, ``python script.py``) run in this
+process after the background work has started; anything else is ``exec``-ed after a
+detached helper process has started the prefetch. Exit status, signals, ``sys.argv`` and
+``__main__`` are the target's own. ``HEADSTART_DISABLE=1`` makes this a pure pass-through.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(sub, name: str, help_text: str) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help_text, description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       usage="headstart run [OPTIONS] -- CMD [ARGS...]")
+    p.add_argument("--model", help="model to prefetch (default: read from CMD) [HEADSTART_MODEL]")
+    p.add_argument("--revision", help="model revision: branch, tag or commit [HEADSTART_REVISION]")
+    p.add_argument("--cache-dir", help="Hugging Face cache folder [HEADSTART_CACHE_DIR]")
+    p.add_argument("--hub", choices=["auto", "hf", "modelscope"], help="[HEADSTART_HUB]")
+    p.add_argument("--preload", metavar="MOD[,MOD...]",
+                   help="packages to import in the background [HEADSTART_PRELOAD]")
+    p.add_argument("--no-preload", action="store_true", default=None,
+                   help="import nothing in the background [HEADSTART_NO_PRELOAD=1]")
+    p.add_argument("--no-prefetch", action="store_true", default=None,
+                   help="read nothing ahead [HEADSTART_NO_PREFETCH=1]")
+    p.add_argument("--forkserver", action=argparse.BooleanOptionalAction, default=None,
+                   help="prewarm a multiprocessing forkserver [HEADSTART_FORKSERVER]")
+    p.add_argument("--trace", metavar="FILE", help="write a Chrome trace [HEADSTART_TRACE]")
+    p.add_argument("-v", "--verbose", action="count", default=0,
+                   help="say what headstart does [HEADSTART_VERBOSE=1]")
+    p.add_argument("cmd", nargs=argparse.REMAINDER, help="the command to run, after --")
+    p.set_defaults(func=run)
+    return p
+
+
+def _say(msg: str) -> None:
+    print(f"headstart: {msg}", file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Prepare, start background work, launch. In-process targets do not return here
+    normally: their SystemExit/exception propagates unchanged (cli.main does not catch it)."""
+    from headstart.procs.launch import run_in_process
+
+    cmd = list(args.cmd)
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    if not cmd:
+        _say("run: error: no command given (usage: headstart run [OPTIONS] -- CMD [ARGS...])")
+        return 2
+
+    from headstart.settings import env_bool
+
+    if env_bool("HEADSTART_DISABLE"):
+        return _launch_plain(cmd)
+
+    from headstart.trace import tracer
+
+    try:
+        plan = _build(args, cmd)
+    except Exception as exc:  # acceleration is optional: never block the target on it
+        if args.verbose:
+            _say(f"planning failed, running without acceleration: {exc}")
+        tracer.instant("plan failed", error=str(exc))
+        return _launch_plain(cmd)
+
+    if plan.verbose:
+        _say(plan.describe())
+    if plan.trace:
+        _write_trace_at_exit(plan.trace)
+    tracer.instant("plan", cat="run", summary=plan.describe())
+
+    from headstart import startup
+
+    if not plan.launch.in_process:
+        if plan.prefetch:
+            try:
+                startup.start_detached_prefetch(plan)
+            except Exception as exc:
+                if plan.verbose:
+                    _say(f"detached prefetch failed: {exc}")
+        tracer.instant("target exec", cat="run", argv=list(plan.argv))
+        if plan.trace:
+            _flush_trace(plan.trace)
+        return _exec(plan.argv)
+
+    started = startup.start_background(plan)
+    if plan.verbose and started.errors:
+        for err in started.errors:
+            _say(err)
+    tracer.instant("target start", cat="run", argv=list(plan.argv))
+    if plan.verbose > 1:
+        _report_at_exit(started)
+    run_in_process(plan.launch)
+    return 0
+
+
+def _build(args: argparse.Namespace, cmd: list[str]):
+    from headstart.plan import RunOptions, build_plan
+
+    opts = RunOptions(
+        model=args.model, revision=args.revision, cache_dir=args.cache_dir, hub=args.hub,
+        preload=[m.strip() for m in args.preload.split(",") if m.strip()]
+        if args.preload is not None else None,
+        no_preload=args.no_preload, no_prefetch=args.no_prefetch, forkserver=args.forkserver,
+        trace=args.trace, verbose=args.verbose,
+    )
+    return build_plan(opts, cmd)
+
+
+def _launch_plain(cmd: list[str]) -> int:
+    """No acceleration at all: exec the command as a shell would."""
+    return _exec(cmd)
+
+
+def _exec(argv: list[str]) -> int:
+    from headstart.procs.launch import exec_target
+
+    try:
+        exec_target(argv)
+    except FileNotFoundError:
+        _say(f"run: {argv[0]}: command not found")
+        return 127
+    except PermissionError:
+        _say(f"run: {argv[0]}: permission denied")
+        return 126
+    except OSError as exc:
+        _say(f"run: {argv[0]}: {exc.strerror or exc}")
+        return 126
+    raise AssertionError("exec returned")  # pragma: no cover
+
+
+def _flush_trace(path: str) -> None:
+    from headstart.trace import tracer
+
+    try:
+        tracer.write(path)
+    except OSError as exc:
+        _say(f"cannot write trace {path}: {exc}")
+
+
+def _write_trace_at_exit(path: str) -> None:
+    import atexit
+
+    atexit.register(_flush_trace, os.path.abspath(path))
+
+
+def _report_at_exit(started) -> None:
+    import atexit
+
+    def report() -> None:
+        for handle in started.prefetches:
+            _say(f"prefetch: {handle.stats}")
+        if started.preload is not None:
+            _say(f"preload: {started.preload}")
+        if started.forkserver is not None:
+            _say(f"forkserver: {started.forkserver}")
+
+    atexit.register(report)

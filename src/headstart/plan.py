@@ -1,0 +1,124 @@
+"""StartupPlan: what ``headstart run`` will do for one command, decided before doing any of it.
+
+Sources, strongest first: command-line options, ``HEADSTART_*`` variables, what the adapter
+reads off the target's own argv and environment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from headstart.procs.launch import Launch, classify
+
+__all__ = ["RunOptions", "StartupPlan", "build_plan"]
+
+
+@dataclass
+class RunOptions:
+    """``headstart run`` options; ``None`` means "not given" (env, then the adapter, decide)."""
+
+    model: str | None = None
+    revision: str | None = None
+    cache_dir: str | None = None
+    hub: str | None = None
+    preload: list[str] | None = None
+    no_preload: bool | None = None
+    no_prefetch: bool | None = None
+    forkserver: bool | None = None
+    trace: str | None = None
+    verbose: int = 0
+
+
+@dataclass
+class StartupPlan:
+    argv: list[str]
+    launch: Launch
+    adapter: str = "generic"
+    model: str | None = None
+    revision: str | None = None
+    cache_dir: str | None = None
+    hub: str = "auto"
+    extra_refs: list[tuple[str, str | None]] = field(default_factory=list)
+    prefetch: bool = False
+    prefetch_reason: str = ""
+    preload: tuple[str, ...] = ()
+    forkserver: bool = False
+    forkserver_reason: str = ""
+    forkserver_env: dict[str, str] = field(default_factory=dict)
+    trace: str | None = None
+    verbose: int = 0
+
+    def describe(self) -> str:
+        bits = [f"adapter={self.adapter}", f"launch={self.launch.kind}"]
+        bits.append(f"model={self.model}" if self.model else "model=none")
+        bits.append("prefetch=on" if self.prefetch else f"prefetch=off ({self.prefetch_reason})")
+        bits.append(f"preload={','.join(self.preload) or 'none'}")
+        bits.append("forkserver=on" if self.forkserver else f"forkserver=off "
+                    f"({self.forkserver_reason})")
+        return " ".join(bits)
+
+
+def _env_flag(env: Mapping[str, str], name: str) -> bool | None:
+    value = env.get(name)
+    if value is None or value.strip() == "":
+        return None
+    return value.strip().lower() in {"1", "true", "yes", "on", "y", "t"}
+
+
+def build_plan(opts: RunOptions, argv: list[str], env: Mapping[str, str] | None = None
+               ) -> StartupPlan:
+    """Decide everything; touches no file but the target's launcher (shebang read)."""
+    from headstart.adapters import detect
+
+    env = os.environ if env is None else env
+    facts = detect(list(argv), env)
+    plan = StartupPlan(argv=list(argv), launch=classify(list(argv)), adapter=facts.adapter)
+    plan.verbose = opts.verbose or (1 if _env_flag(env, "HEADSTART_VERBOSE") else 0)
+    plan.trace = opts.trace or env.get("HEADSTART_TRACE") or None
+
+    explicit_model = opts.model or env.get("HEADSTART_MODEL") or None
+    plan.model = explicit_model or facts.model
+    plan.revision = opts.revision or env.get("HEADSTART_REVISION") or (
+        None if explicit_model else facts.revision)
+    plan.cache_dir = opts.cache_dir or env.get("HEADSTART_CACHE_DIR") or facts.cache_dir
+    plan.hub = opts.hub or env.get("HEADSTART_HUB") or facts.hub or "auto"
+    if facts.tokenizer and facts.tokenizer != plan.model:
+        plan.extra_refs.append((facts.tokenizer, facts.tokenizer_revision))
+
+    no_prefetch = opts.no_prefetch or _env_flag(env, "HEADSTART_NO_PREFETCH")
+    if no_prefetch:
+        plan.prefetch_reason = "disabled"
+    elif not plan.model:
+        plan.prefetch_reason = "no model in the command (use --model)"
+    elif not facts.loads_weights and not explicit_model:
+        plan.prefetch_reason = "this command loads no weights"
+    else:
+        plan.prefetch = True
+
+    if opts.no_preload or _env_flag(env, "HEADSTART_NO_PRELOAD"):
+        plan.preload = ()
+    elif opts.preload is not None:
+        plan.preload = tuple(opts.preload)
+    elif env.get("HEADSTART_PRELOAD"):
+        plan.preload = tuple(m.strip() for m in env["HEADSTART_PRELOAD"].split(",") if m.strip())
+    elif plan.launch.in_process and facts.loads_weights:
+        plan.preload = tuple(facts.preload)
+    if not plan.launch.in_process:
+        plan.preload = ()  # an exec'd process cannot use our imports
+
+    requested = opts.forkserver
+    if requested is None:
+        requested = _env_flag(env, "HEADSTART_FORKSERVER")
+    if not plan.launch.in_process:
+        plan.forkserver_reason = "target is exec'd"
+    elif not facts.loads_weights and not requested:
+        plan.forkserver_reason = "this command starts no workers"
+    else:
+        from headstart.procs.forkserver import should_prewarm
+
+        plan.forkserver, plan.forkserver_reason = should_prewarm(facts.adapter, env, requested)
+        if plan.forkserver and facts.forkserver_env and facts.forkserver_env not in env:
+            plan.forkserver_env[facts.forkserver_env] = "forkserver"
+    return plan

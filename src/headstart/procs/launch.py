@@ -1,0 +1,165 @@
+"""Start the target: in this process when it is Python code of this interpreter, else ``exec``.
+
+In-process launch keeps what the target would see if run directly: ``sys.argv``, a fresh
+``__main__`` module, ``sys.path[0]``, exit status, exceptions and signals (nothing here
+catches them). Anything we cannot reproduce exactly (another interpreter, interpreter
+options such as ``-u`` or ``-X``, a binary, a shell script) is ``exec``-ed instead.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sys
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = ["Launch", "classify", "exec_target", "run_in_process"]
+
+Kind = Literal["console_script", "module", "code", "script", "exec"]
+
+_PYTHON_NAME = re.compile(r"^python(\d+(\.\d+)?)?$")
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How to start ``argv``: ``kind`` plus what that kind needs.
+
+    ``path`` is the console script or script file; ``module`` / ``code`` for ``-m`` / ``-c``;
+    ``argv`` is what ``sys.argv`` will be for an in-process kind, or the exec argv.
+    """
+
+    kind: Kind
+    argv: tuple[str, ...]
+    path: str | None = None
+    module: str | None = None
+    code: str | None = None
+    reason: str = ""
+
+    @property
+    def in_process(self) -> bool:
+        return self.kind != "exec"
+
+
+def _venv_or_install_prefix(python: str) -> str:
+    """The prefix a Python executable runs in: its venv if it has one, else its install."""
+    bindir = os.path.dirname(os.path.abspath(python))
+    candidate = os.path.dirname(bindir)
+    if os.path.isfile(os.path.join(candidate, "pyvenv.cfg")):
+        return os.path.realpath(candidate)
+    return os.path.realpath(os.path.dirname(os.path.dirname(os.path.realpath(python))))
+
+
+def is_this_interpreter(python: str) -> bool:
+    """True when ``python`` is the binary running us, in the same venv (same packages)."""
+    try:
+        same_binary = os.path.samefile(os.path.realpath(python), os.path.realpath(sys.executable))
+    except OSError:
+        return False
+    return same_binary and _venv_or_install_prefix(python) == os.path.realpath(sys.prefix)
+
+
+def _shebang_python(path: str) -> str | None:
+    """The interpreter in a ``#!/abs/python`` first line, or None (binaries, sh wrappers)."""
+    try:
+        with open(path, "rb") as fh:
+            first = fh.readline(512)
+    except OSError:
+        return None
+    if not first.startswith(b"#!"):
+        return None
+    parts = first[2:].strip().split()
+    if len(parts) != 1:  # "/usr/bin/env python3", interpreter options: not exact, exec it
+        return None
+    interp = parts[0].decode(errors="replace")
+    return interp if _PYTHON_NAME.match(os.path.basename(interp)) else None
+
+
+def _which(name: str) -> str | None:
+    if os.sep in name:
+        return name if os.path.isfile(name) else None
+    return shutil.which(name)
+
+
+def classify(argv: list[str]) -> Launch:
+    """Decide how to launch ``argv`` (never raises; unknowns become ``exec``)."""
+    if not argv:
+        raise ValueError("no command given")
+    exe = _which(argv[0])
+    if exe is None:
+        return Launch("exec", tuple(argv), reason=f"{argv[0]!r} not found on PATH")
+    if _PYTHON_NAME.match(os.path.basename(exe)):
+        if not is_this_interpreter(exe):
+            return Launch("exec", tuple(argv), reason="another Python interpreter")
+        return _classify_python_args(argv)
+    interp = _shebang_python(exe)
+    if interp is not None and is_this_interpreter(interp):
+        # As the kernel runs a shebang script: argv[0] is the path it was found at.
+        return Launch("console_script", (exe, *argv[1:]), path=exe)
+    return Launch("exec", tuple(argv), reason="not a Python entry point of this interpreter")
+
+
+def _classify_python_args(argv: list[str]) -> Launch:
+    rest = argv[1:]
+    if not rest:
+        return Launch("exec", tuple(argv), reason="interactive interpreter")
+    first = rest[0]
+    if first == "-m" and len(rest) >= 2:
+        return Launch("module", (rest[1], *rest[2:]), module=rest[1])
+    if first.startswith("-m") and len(first) > 2:
+        return Launch("module", (first[2:], *rest[1:]), module=first[2:])
+    if first == "-c" and len(rest) >= 2:
+        return Launch("code", ("-c", *rest[2:]), code=rest[1])
+    if first.startswith("-c") and len(first) > 2:
+        return Launch("code", ("-c", *rest[1:]), code=first[2:])
+    if first.startswith("-"):
+        return Launch("exec", tuple(argv), reason=f"interpreter option {first!r}")
+    if os.path.isdir(first):  # a folder or zip with __main__.py: rare, let Python do it
+        return Launch("exec", tuple(argv), reason="directory as script")
+    return Launch("script", tuple(rest), path=first)
+
+
+def _fresh_main() -> dict:
+    """A new ``__main__`` module, as the interpreter makes for a script."""
+    import types
+
+    main = types.ModuleType("__main__")
+    main.__dict__["__builtins__"] = __builtins__
+    sys.modules["__main__"] = main
+    return main.__dict__
+
+
+def run_in_process(launch: Launch) -> None:
+    """Run the target here. Returns when it returns; its exceptions propagate unchanged."""
+    sys.argv[:] = list(launch.argv)
+    if launch.kind == "module":
+        import runpy
+
+        sys.path[0:1] = [os.getcwd()]
+        sys.argv[0] = "-m"  # runpy replaces it with the module's file, as `python -m` does
+        # _run_module_as_main is what `python -m` itself calls: code runs in __main__'s dict.
+        _fresh_main()
+        runpy._run_module_as_main(launch.module, alter_argv=True)  # type: ignore[attr-defined]
+        return
+    if launch.kind == "code":
+        sys.path[0:1] = [""]
+        globs = _fresh_main()
+        exec(compile(launch.code or "", "<string>", "exec"), globs)
+        return
+    # console script or script file: python puts the script's folder first on sys.path.
+    path = launch.path or ""
+    sys.path[0:1] = [os.path.dirname(os.path.realpath(path))]
+    with open(path, "rb") as fh:
+        source = fh.read()
+    globs = _fresh_main()
+    globs.update(__file__=path, __cached__=None, __package__=None, __spec__=None,
+                 __loader__=None)
+    exec(compile(source, path, "exec"), globs)
+
+
+def exec_target(argv: list[str] | tuple[str, ...]) -> None:
+    """Replace this process with ``argv``. Raises FileNotFoundError/PermissionError as exec."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execvp(argv[0], list(argv))

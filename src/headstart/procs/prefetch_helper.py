@@ -1,0 +1,54 @@
+"""``python -m headstart.procs.prefetch_helper SPEC``: the detached prefetcher of exec'd targets.
+
+SPEC is JSON: ``{"refs": [[ref, revision], ...], "cache_dir": ..., "hub": ..., "parent": pid}``.
+Stops early when ``parent`` (the exec'd target) is gone. Never prints; exit status 0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+__all__ = ["main"]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def main(argv: list[str]) -> int:
+    from headstart.models.resolve import resolve_model
+    from headstart.pagecache.engine import prefetch
+    from headstart.procs.leader import lead
+
+    spec = json.loads(argv[0])
+    parent = int(spec["parent"])
+    for ref, revision in spec["refs"]:
+        try:
+            snap = resolve_model(ref, revision=revision, cache_dir=spec.get("cache_dir"),
+                                 hub=spec.get("hub") or "auto")
+            lock = lead(snap.key)
+            if lock is None:
+                continue
+            try:
+                handle = prefetch(snap)
+                while not handle.wait(0.2):
+                    if not _alive(parent):
+                        handle.cancel()
+                        return 0
+            finally:
+                lock.release()
+        except Exception:  # best-effort by contract: the target runs regardless
+            continue
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,136 @@
+"""Start a StartupPlan's background work: import gate + preload, forkserver, prefetch.
+
+Every step is best-effort: an exception is logged and traced, and the target starts as it
+would without headstart. Order matters:
+
+1. The import gate is installed (synchronously, microseconds) before the target's first
+   import, then the preload thread starts.
+2. Environment changes (``VLLM_WORKER_MULTIPROC_METHOD``) are applied before the forkserver
+   is started, because its children inherit *its* environment.
+3. Modules our own threads need are imported here, in the main thread, so no import of ours
+   runs in a background thread while the target imports (facts.md section 2).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from headstart.plan import StartupPlan
+from headstart.trace import tracer
+
+__all__ = ["Started", "start_background", "start_detached_prefetch"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Started:
+    """Handles of what was started (for tests and ``--verbose``)."""
+
+    preload: Any = None
+    forkserver: Any = None
+    prefetch_thread: threading.Thread | None = None
+    prefetches: list[Any] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def _record(started: Started, what: str, exc: BaseException) -> None:
+    msg = f"{what} failed: {type(exc).__name__}: {exc}"
+    started.errors.append(msg)
+    log.info("%s", msg)
+    tracer.instant("error", what=what, error=msg)
+
+
+def start_background(plan: StartupPlan) -> Started:
+    """Start everything the plan asks for; returns at once, never raises."""
+    started = Started()
+    if plan.preload:
+        try:
+            from headstart.imports.preload import preload
+
+            started.preload = preload(list(plan.preload))
+        except Exception as exc:
+            _record(started, "preload", exc)
+    for name, value in plan.forkserver_env.items():
+        os.environ[name] = value
+    if plan.forkserver:
+        try:
+            from headstart.procs.forkserver import prewarm_forkserver
+
+            started.forkserver = prewarm_forkserver(list(plan.preload))
+        except Exception as exc:
+            _record(started, "forkserver prewarm", exc)
+    if plan.prefetch:
+        try:
+            _start_prefetch_thread(plan, started)
+        except Exception as exc:
+            _record(started, "prefetch", exc)
+    return started
+
+
+def _start_prefetch_thread(plan: StartupPlan, started: Started) -> None:
+    # Imported here, in the calling (main) thread: see the module docstring, point 3.
+    from headstart.models.resolve import resolve_model
+    from headstart.pagecache.engine import prefetch
+    from headstart.procs.leader import lead
+
+    refs = [(plan.model, plan.revision), *plan.extra_refs]
+
+    def work() -> None:
+        for ref, revision in refs:
+            try:
+                with tracer.span("resolve", cat="prefetch", model=ref) as info:
+                    snap = resolve_model(ref, revision=revision, cache_dir=plan.cache_dir,
+                                         hub=plan.hub)
+                    info["files"] = len(snap.files)
+                    info["bytes"] = snap.total_bytes
+                lock = lead(snap.key)
+                if lock is None:
+                    tracer.instant("prefetch skipped", cat="prefetch", model=ref,
+                                   reason="another process on this host prefetches it")
+                    log.info("prefetch of %s skipped: another process does it", ref)
+                    continue
+                try:
+                    handle = prefetch(snap)
+                    started.prefetches.append(handle)
+                    handle.wait()
+                    log.info("prefetch of %s: %s", ref, handle.stats)
+                finally:
+                    lock.release()
+            except Exception as exc:
+                _record(started, f"prefetch of {ref}", exc)
+
+    thread = threading.Thread(target=work, name="headstart-prefetch", daemon=True)
+    thread.start()
+    started.prefetch_thread = thread
+
+
+def start_detached_prefetch(plan: StartupPlan) -> None:
+    """For an exec'd target: prefetch in a helper process that outlives the exec.
+
+    Double fork: the helper is not a child of the target (a server that reaps unknown
+    children, or waits for all of them, never sees it). It watches the target's pid (ours,
+    kept across exec) and stops when the target exits, so Ctrl-C leaves no reader behind.
+    """
+    import json
+    import sys
+
+    spec = {"refs": [(plan.model, plan.revision), *plan.extra_refs],
+            "cache_dir": plan.cache_dir, "hub": plan.hub, "parent": os.getpid()}
+    argv = [sys.executable, "-m", "headstart.procs.prefetch_helper", json.dumps(spec)]
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the forked child
+        try:
+            os.setsid()
+            if os.fork() == 0:
+                devnull = os.open(os.devnull, os.O_RDWR)
+                for fd in (0, 1, 2):
+                    os.dup2(devnull, fd)
+                os.execv(sys.executable, argv)
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)

@@ -1,0 +1,188 @@
+"""`headstart run` launches targets exactly as if they were run directly.
+
+Each case runs the same command twice in real subprocesses, once plain and once under
+`headstart run --`, and compares stdout, stderr's last line and the exit status.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+PY = sys.executable
+
+PROBE = textwrap.dedent(
+    """
+    import os, sys
+    main = sys.modules["__main__"]
+    print("name", __name__)
+    print("argv", sys.argv)
+    print("path0", sys.path[0])
+    print("file", getattr(main, "__file__", None))
+    print("spec", getattr(getattr(main, "__spec__", None), "name", None))
+    print("main-is-us", main.__dict__ is globals())
+    print("leftovers", sorted(k for k in globals() if not k.startswith("__")))
+    sys.exit(int(os.environ.get("PROBE_EXIT", "0")))
+    """
+)
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("HEADSTART_DISABLE", None)
+    env.update(extra)
+    return env
+
+
+def _pair(cmd: list[str], cwd, env=None) -> tuple[subprocess.CompletedProcess, ...]:
+    env = env or _env()
+    plain = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+    hs = subprocess.run([PY, "-m", "headstart", "run", "--", *cmd], cwd=cwd, env=env,
+                        capture_output=True, text=True, timeout=60)
+    return plain, hs
+
+
+@pytest.fixture
+def probe_tree(tmp_path):
+    (tmp_path / "probe.py").write_text(PROBE)
+    pkg = tmp_path / "probepkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "__main__.py").write_text(PROBE)
+    script = tmp_path / "bin" / "probe-cli"
+    script.parent.mkdir()
+    script.write_text(f"#!{PY}\nimport sys\nsys.path.insert(0, {str(tmp_path)!r})\n" + PROBE)
+    script.chmod(0o755)
+    return tmp_path
+
+
+@pytest.mark.parametrize("form", ["script", "module", "code", "console_script"])
+@pytest.mark.parametrize("exit_code", ["0", "3"])
+def test_same_as_direct(probe_tree, form, exit_code):
+    env = _env(PROBE_EXIT=exit_code, PATH=f"{probe_tree / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    cmd = {
+        "script": [PY, "probe.py", "a", "--flag"],
+        "module": [PY, "-m", "probepkg", "a", "--flag"],
+        "code": [PY, "-c", PROBE, "a", "--flag"],
+        "console_script": ["probe-cli", "a", "--flag"],
+    }[form]
+    plain, hs = _pair(cmd, probe_tree, env)
+    assert plain.returncode == int(exit_code), plain.stderr
+    assert (hs.returncode, hs.stdout) == (plain.returncode, plain.stdout), hs.stderr
+
+
+def test_console_script_runs_in_process(probe_tree):
+    """The in-process path is taken (not a silent exec): headstart's trace sees the target."""
+    env = _env(PATH=f"{probe_tree / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    out = subprocess.run([PY, "-m", "headstart", "run", "-v", "--", "probe-cli"], cwd=probe_tree,
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert "launch=console_script" in out.stderr
+    out = subprocess.run([PY, "-m", "headstart", "run", "-v", "--", "sh", "-c", "exit 0"],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert "launch=exec" in out.stderr
+
+
+def test_uncaught_exception_same_status_and_traceback(tmp_path):
+    (tmp_path / "boom.py").write_text("def f():\n    raise ValueError('boom-42')\nf()\n")
+    plain, hs = _pair([PY, "boom.py"], tmp_path)
+    assert plain.returncode == hs.returncode == 1
+    assert plain.stderr.strip().splitlines()[-1] == hs.stderr.strip().splitlines()[-1]
+    assert "ValueError: boom-42" in hs.stderr
+
+
+def test_keyboard_interrupt_exits_by_sigint(tmp_path):
+    (tmp_path / "ki.py").write_text("raise KeyboardInterrupt\n")
+    plain, hs = _pair([PY, "ki.py"], tmp_path)
+    assert plain.returncode == hs.returncode == -signal.SIGINT
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_passes_through(tmp_path, sig):
+    (tmp_path / "sleep.py").write_text(
+        "import sys, time\nprint('ready', flush=True)\ntime.sleep(60)\n")
+    codes = []
+    for prefix in ([], [PY, "-m", "headstart", "run", "--"]):
+        proc = subprocess.Popen([*prefix, PY, "sleep.py"], cwd=tmp_path, env=_env(),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "ready"
+        proc.send_signal(sig)
+        codes.append(proc.wait(timeout=30))
+    assert codes[0] == codes[1]
+
+
+def test_exec_path_exit_code_and_missing_command():
+    out = subprocess.run([PY, "-m", "headstart", "run", "--", "sh", "-c", "exit 7"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 7
+    out = subprocess.run([PY, "-m", "headstart", "run", "--", "no-such-command-xyz"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 127
+    assert "no-such-command-xyz" in out.stderr
+
+
+def test_no_command_is_an_error():
+    out = subprocess.run([PY, "-m", "headstart", "run"], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 2
+    assert "no command" in out.stderr
+
+
+def test_disable_is_pass_through(tmp_path):
+    (tmp_path / "p.py").write_text(PROBE)
+    plain, hs = _pair([PY, "p.py", "x"], tmp_path, _env(HEADSTART_DISABLE="1"))
+    assert (hs.returncode, hs.stdout) == (plain.returncode, plain.stdout)
+
+
+def test_target_help_reaches_target(tmp_path):
+    (tmp_path / "h.py").write_text(
+        "import argparse\np = argparse.ArgumentParser(prog='h')\np.add_argument('--x')\n"
+        "p.parse_args()\n")
+    plain, hs = _pair([PY, "h.py", "--help"], tmp_path)
+    assert plain.returncode == hs.returncode == 0
+    assert hs.stdout == plain.stdout and "usage: h" in hs.stdout
+
+
+def test_spawned_children_reimport_main(tmp_path):
+    """multiprocessing spawn re-runs __main__ by path in children: must work in-process."""
+    (tmp_path / "mp.py").write_text(textwrap.dedent("""
+        import multiprocessing as mp
+        def square(x):
+            return x * x
+        if __name__ == "__main__":
+            with mp.get_context("spawn").Pool(2) as pool:
+                print(pool.map(square, range(5)))
+    """))
+    plain, hs = _pair([PY, "mp.py"], tmp_path)
+    assert plain.returncode == 0, plain.stderr
+    assert (hs.returncode, hs.stdout) == (0, "[0, 1, 4, 9, 16]\n"), hs.stderr
+
+
+def test_trace_file_written(tmp_path):
+    trace = tmp_path / "t.json"
+    out = subprocess.run([PY, "-m", "headstart", "run", "--trace", str(trace), "--", PY, "-c",
+                          "print('hi')"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout == "hi\n"
+    import json
+
+    data = json.loads(trace.read_text())
+    names = {e["name"] for e in data["traceEvents"]}
+    assert {"plan", "target start"} <= names
+
+
+def test_daemon_threads_do_not_delay_exit(tmp_path):
+    """A slow preload must not hold the process open after the target exits."""
+    (tmp_path / "slowpkg").mkdir()
+    (tmp_path / "slowpkg" / "__init__.py").write_text("import time\ntime.sleep(20)\n")
+    env = _env(PYTHONPATH=str(tmp_path))
+    t0 = time.monotonic()
+    out = subprocess.run([PY, "-m", "headstart", "run", "--preload", "slowpkg", "--", PY, "-c",
+                          "print('done')"], env=env, capture_output=True, text=True, timeout=60)
+    elapsed = time.monotonic() - t0
+    assert out.returncode == 0 and out.stdout == "done\n", out.stderr
+    assert elapsed < 15, "exit waited for the background import"
