@@ -1,0 +1,214 @@
+"""The cold/warm A/B loop: variants x modes x runs, interleaved and rotated.
+
+Order (the seed's method, facts.md section 1): for each mode, run ``i`` of every variant
+back to back, and the variant that goes first rotates with ``i``, so drift (a noisy
+neighbour, a warming disk, thermal limits) hits every variant alike.
+
+``cold``: before each run the target's files (model, Python environment, ``--evict``
+paths) are dropped from the page cache and the drop is checked by residency; the residual
+percent is kept per run. ``warm``: one untimed warm-up run per variant, then timed runs with
+everything resident.
+
+A Ctrl-C (or SIGTERM turned into KeyboardInterrupt by the command) stops the loop after the
+current run has been torn down; the result says it was interrupted and keeps every sample.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+
+from headstart.bench.probes import Probe
+from headstart.bench.runner import INTERRUPTED, RunResult, run_once
+
+__all__ = ["MODES", "BenchConfig", "BenchResult", "Variant", "run_bench", "schedule"]
+
+log = logging.getLogger(__name__)
+
+MODES = ("cold", "warm")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+RESIDUAL_WARN_PERCENT = 1.0
+
+
+@dataclass
+class Variant:
+    """One way of starting the target. ``trace_at``: where ``--trace FILE`` goes in argv."""
+
+    name: str
+    argv: list[str]
+    trace_at: int | None = None
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise ValueError(f"variant name {self.name!r}: use letters, digits, . _ + -")
+        if not self.argv:
+            raise ValueError(f"variant {self.name!r} has an empty command")
+
+    def argv_for(self, run_dir: str, trace: bool) -> tuple[list[str], str | None]:
+        if not trace or self.trace_at is None:
+            return list(self.argv), None
+        path = os.path.join(run_dir, "trace.json")
+        return [*self.argv[: self.trace_at], "--trace", path, *self.argv[self.trace_at :]], path
+
+
+@dataclass
+class BenchConfig:
+    variants: list[Variant]
+    probe: Probe
+    out_dir: str
+    modes: Sequence[str] = MODES
+    runs: int = 3
+    timeout: float = 300.0
+    evict_paths: list[str] = field(default_factory=list)
+    disk_bps: int | None = None
+    throttle_paths: list[str] = field(default_factory=list)  # files whose disks to throttle
+    trace: bool = False
+    warmup: bool = True
+    grace: float = 10.0
+    port_wait: float = 30.0
+    poll_interval: float = 0.05
+    env: dict[str, str] | None = None
+    cwd: str | None = None
+
+
+@dataclass
+class BenchResult:
+    config: BenchConfig
+    runs: list[RunResult] = field(default_factory=list)
+    warmups: list[RunResult] = field(default_factory=list)
+    interrupted: bool = False
+    started: float = 0.0
+    finished: float = 0.0
+    planned: int = 0
+    warnings: list[str] = field(default_factory=list)
+    throttle: dict | None = None
+
+
+def schedule(
+    variants: Sequence[str], modes: Sequence[str], runs: int
+) -> list[tuple[str, int, str]]:
+    """(mode, run index, variant) in the order they run: interleaved and rotated."""
+    order = []
+    n = len(variants)
+    for mode in modes:
+        for i in range(runs):
+            k = i % n if n else 0
+            for name in [*variants[k:], *variants[:k]]:
+                order.append((mode, i, name))
+    return order
+
+
+def _evict(paths: Sequence[str]) -> dict:
+    """Drop ``paths`` from the page cache, then measure what stayed resident."""
+    from headstart.pagecache.evict import evict
+    from headstart.pagecache.residency import residency
+
+    t0 = time.monotonic()
+    ev = evict(list(paths))
+    seconds = time.monotonic() - t0
+    res = residency(list(paths))
+    total = int(getattr(res, "total_bytes", 0) or 0)
+    resident = int(getattr(res, "resident_bytes", 0) or 0)
+    info = {
+        "paths": len(paths),
+        "files": getattr(ev, "files", None),
+        "seconds": round(seconds, 3),
+        "total_bytes": total,
+        "resident_bytes": resident,
+        "residual_percent": round(100.0 * resident / total, 3) if total else 0.0,
+    }
+    errors = getattr(ev, "errors", None)
+    if errors:
+        info["errors"] = len(errors)
+    return info
+
+
+def run_bench(config: BenchConfig, say: Callable[[str], None] = lambda _m: None) -> BenchResult:
+    """Run every (mode, run, variant) of ``config``; never raises KeyboardInterrupt."""
+    result = BenchResult(config=config, started=time.time())
+    names = [v.name for v in config.variants]
+    if len(set(names)) != len(names):
+        raise ValueError(f"variant names must be unique: {names}")
+    by_name = {v.name: v for v in config.variants}
+    plan = schedule(names, config.modes, config.runs)
+    result.planned = len(plan)
+    os.makedirs(config.out_dir, exist_ok=True)
+
+    def one(variant: Variant, mode: str, index: int, warmup: bool) -> RunResult:
+        folder = "warmup" if warmup else f"run-{index + 1}"
+        run_dir = os.path.join(config.out_dir, mode, variant.name, folder)
+        os.makedirs(run_dir, exist_ok=True)
+        argv, trace_path = variant.argv_for(run_dir, config.trace)
+        eviction = None
+        if mode == "cold" and config.evict_paths:
+            eviction = _evict(config.evict_paths)
+            if eviction["residual_percent"] > RESIDUAL_WARN_PERCENT:
+                msg = (f"{mode}/{variant.name}/{folder}: {eviction['residual_percent']:.1f} % "
+                       "of the evicted files stayed resident (mapped by a running process?)")
+                result.warnings.append(msg)
+                log.warning("%s", msg)
+        r = run_once(argv, config.probe, run_dir, timeout=config.timeout, env=config.env,
+                     cwd=config.cwd, poll_interval=config.poll_interval, grace=config.grace,
+                     port_wait=config.port_wait, preexec_fn=preexec)
+        r.variant, r.mode, r.index, r.warmup = variant.name, mode, index, warmup
+        r.eviction = eviction
+        if trace_path and os.path.exists(trace_path):
+            r.trace = trace_path
+        if r.port_free_after is False:
+            result.warnings.append(f"{mode}/{variant.name}/{folder}: port still in use after "
+                                   f"{config.port_wait:g} s")
+        return r
+
+    preexec = None
+    current: list[tuple[Variant, str, int, bool]] = []
+    with ExitStack() as stack:
+        try:
+            if config.disk_bps:
+                from headstart.bench.throttle import throttle_for_paths
+
+                throttle = stack.enter_context(
+                    throttle_for_paths(config.disk_bps, config.throttle_paths or [config.out_dir])
+                )
+                preexec = throttle.preexec_fn
+                result.throttle = throttle.describe()
+            warmed: set[str] = set()
+            for n, (mode, index, name) in enumerate(plan, 1):
+                variant = by_name[name]
+                if mode == "warm" and config.warmup and not warmed:
+                    # All warm-ups before the first timed warm run, so that no timed run
+                    # follows another variant's first (cache-filling) start.
+                    for w in config.variants:
+                        current[:] = [(w, mode, 0, True)]
+                        r = one(w, mode, 0, True)
+                        result.warmups.append(r)
+                        say(f"[warm-up] {w.name}: {_line(r)}")
+                        warmed.add(w.name)
+                current[:] = [(variant, mode, index, False)]
+                r = one(variant, mode, index, False)
+                result.runs.append(r)
+                say(f"[{n}/{len(plan)}] {mode} {name} run {index + 1}: {_line(r)}")
+            current.clear()
+        except KeyboardInterrupt:
+            result.interrupted = True
+            if current:
+                variant, mode, index, warmup = current[0]
+                folder = "warmup" if warmup else f"run-{index + 1}"
+                r = RunResult(argv=list(variant.argv), run_dir=os.path.join(
+                    config.out_dir, mode, variant.name, folder), outcome=INTERRUPTED,
+                    reason="interrupted (Ctrl-C or SIGTERM) during this run",
+                    variant=variant.name, mode=mode, index=index, warmup=warmup)
+                (result.warmups if warmup else result.runs).append(r)
+            say("interrupted: the current run was torn down; writing a partial report")
+    result.finished = time.time()
+    return result
+
+
+def _line(r: RunResult) -> str:
+    if r.ok and r.seconds is not None:
+        return f"ready in {r.seconds:.2f} s"
+    return f"FAILED ({r.outcome}): {r.reason}"
