@@ -1,0 +1,79 @@
+"""Hugging Face transformers CLI: ``transformers serve [MODEL]``, ``transformers chat MODEL``.
+
+Sources: transformers 5.x ``transformers/cli/serve.py`` (positional ``force_model``; GGUF
+weights named ``<repo>:<file>.gguf``), ``transformers/cli/chat.py`` (``chat MODEL_ID
+[BASE_URL]`` is a client of a running ``transformers serve``), docs "Serve CLI". transformers
+4.x had ``transformers-cli`` with ``serve --force-model`` and ``chat --model_name_or_path``,
+where chat loaded the model in-process. ``serve`` without a model loads one per request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from headstart.adapters._args import Args, wants_help
+from headstart.adapters.facts import TargetFacts
+
+__all__ = ["detect_transformers"]
+
+_PRELOAD = ("torch", "transformers")
+_BOOL_FLAGS = frozenset({
+    "--continuous-batching", "--compile", "--trust-remote-code", "--cb-use-cuda-graph",
+    "--enable-cors", "--non-blocking", "--trust_remote_code", "--enable_cors",
+})
+_LEGACY_MODEL_FLAGS = ("--model-name-or-path", "--model_name_or_path")
+
+
+def _facts(notes: Sequence[str], **fields: object) -> TargetFacts:
+    return TargetFacts(
+        adapter="transformers", hub="hf", workers="none", python_entry=True,
+        notes=tuple(notes), **fields,  # type: ignore[arg-type]
+    )
+
+
+def _split_gguf(ref: str, notes: list[str]) -> str:
+    # `<repo>:<file>.gguf`: the repo's cache holds only the files that were downloaded.
+    repo, sep, file = ref.rpartition(":")
+    if sep and file.endswith(".gguf") and "/" in repo:
+        notes.append(f"GGUF file {file} of {repo}")
+        return repo
+    return ref
+
+
+def _serve(args: Sequence[str], what: str) -> TargetFacts:
+    notes = [what]
+    parsed = Args(args, bool_flags=_BOOL_FLAGS)
+    model = parsed.get("--force-model", "--force_model")
+    if model is None and parsed.positionals:
+        model = parsed.positionals[0]
+    if model is None:
+        notes.append("no model: transformers serve loads models on the first request")
+        return _facts(notes, preload=_PRELOAD)
+    return _facts(notes, model=_split_gguf(model, notes), loads_weights=True, preload=_PRELOAD)
+
+
+def _chat(args: Sequence[str], legacy: bool) -> TargetFacts:
+    notes = ["transformers chat"]
+    parsed = Args(args, bool_flags=_BOOL_FLAGS)
+    in_process_model = parsed.get(*_LEGACY_MODEL_FLAGS)
+    model = in_process_model or (parsed.positionals[0] if parsed.positionals else None)
+    if legacy or in_process_model:
+        notes.append("transformers 4.x chat: loads the model in this process")
+        return _facts(notes, model=model, loads_weights=model is not None, preload=_PRELOAD)
+    notes.append("a client of a running `transformers serve`: loads no weights")
+    return _facts(notes, model=model)
+
+
+def detect_transformers(name: str, args: Sequence[str], env: Mapping[str, str]) -> TargetFacts:
+    """``name`` is ``transformers`` (5.x) or ``transformers-cli`` (4.x)."""
+    if wants_help(args):
+        return _facts(["help requested"])
+    sub_at = next((i for i, a in enumerate(args) if not a.startswith("-")), None)
+    if sub_at is None:
+        return _facts(["no subcommand: transformers prints its usage"])
+    sub, rest = args[sub_at], args[sub_at + 1 :]
+    if sub == "serve":
+        return _serve(rest, f"{name} serve")
+    if sub == "chat":
+        return _chat(rest, legacy=name == "transformers-cli")
+    return _facts([f"{name} {sub}: loads no weights"])
