@@ -104,9 +104,9 @@ def group_members(leader: int) -> list[int]:
 
 
 def _signal_all(leader: int, sig: int) -> list[int]:
+    members = group_members(leader)
     with suppress(ProcessLookupError, PermissionError):
         os.killpg(leader, sig)
-    members = group_members(leader)
     for pid in members:
         with suppress(ProcessLookupError, PermissionError):
             os.kill(pid, sig)

@@ -1,0 +1,303 @@
+"""`headstart bench` with tiny real targets: real processes, real ports, real signals.
+
+Every target carries a unique marker in its argv, so that a /proc scan can prove that no
+process of a run is left behind, whatever the run did.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+
+import pytest
+
+from headstart.bench.environment import find_interpreter, python_environment
+from headstart.bench.harness import schedule
+from headstart.cli import main
+
+# An HTTP server that becomes ready after DELAY seconds; echoes POST bodies back.
+SERVER = textwrap.dedent("""
+    import http.server, sys, time
+    delay, port = float(sys.argv[1]), int(sys.argv[2])
+    time.sleep(delay)
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200); self.end_headers(); self.wfile.write(b'{"ok": true}')
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200); self.end_headers()
+            self.wfile.write(b'{"echo": ' + body + b'}')
+        def log_message(self, *a):
+            pass
+    print("serving on", port)
+    http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
+""")
+
+# Never ready; ignores SIGTERM (forces the SIGKILL path) and has a child that moved to its
+# own process group (found through the session).
+STUBBORN = textwrap.dedent("""
+    import os, signal, sys, time
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if os.fork() == 0:
+        os.setpgid(0, 0)
+        while True:
+            time.sleep(1)
+    print("started", flush=True)
+    while True:
+        time.sleep(1)
+""")
+
+
+def _marker() -> str:
+    return "hs-bench-test-" + uuid.uuid4().hex[:12]
+
+
+def _procs_with(marker: str) -> list[int]:
+    """Live processes whose command line contains ``marker`` (zombies excluded)."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                cmdline = f.read()
+            with open(f"/proc/{name}/stat", "rb") as f:
+                state = f.read().rsplit(b")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if marker.encode() in cmdline and state not in (b"Z", b"X"):
+            found.append(int(name))
+    return found
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _script(tmp_path, name: str, text: str) -> str:
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def _bench(tmp_path, *args: str) -> tuple[int, dict, str]:
+    out = tmp_path / "out"
+    rc = main(["bench", "--out", str(out), "--no-plot", "--grace", "2", "--port-wait", "5",
+               *args])
+    results = json.loads((out / "results.json").read_text())
+    report = (out / "report.md").read_text()
+    return rc, results, report
+
+
+def _rows(report: str) -> dict[tuple[str, str], str]:
+    rows = {}
+    for line in report.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 8 and cells[0] in ("cold", "warm"):
+            rows[(cells[0], cells[1])] = line
+    return rows
+
+
+def test_schedule_interleaves_and_rotates():
+    order = schedule(["a", "b", "c"], ["cold", "warm"], 3)
+    cold = [(i, v) for m, i, v in order if m == "cold"]
+    assert cold == [(0, "a"), (0, "b"), (0, "c"), (1, "b"), (1, "c"), (1, "a"),
+                    (2, "c"), (2, "a"), (2, "b")]
+    assert len(order) == 18
+
+
+def test_ready_url_every_cell_and_nothing_left(tmp_path):
+    marker, port = _marker(), _free_port()
+    srv = _script(tmp_path, "srv.py", SERVER)
+    rc, results, report = _bench(
+        tmp_path, "--modes", "warm", "--runs", "1", "--no-headstart-variant",
+        "--ready-url", f"http://127.0.0.1:{port}/",
+        "--variant", f"fast={sys.executable} {srv} 0.05 {port} {marker}",
+        "--", sys.executable, srv, "0.4", str(port), marker,
+    )
+    assert rc == 0, report
+    samples = results["samples"]
+    assert [(s["mode"], s["variant"]) for s in samples] == [("warm", "baseline"), ("warm", "fast")]
+    assert all(s["ok"] and s["outcome"] == "ready" and s["seconds"] > 0 for s in samples)
+    assert [w["variant"] for w in results["warmups"]] == ["baseline", "fast"]
+    # the slow variant is slower: 0.4 s sleep vs 0.05 s, whatever the machine
+    by = {s["variant"]: s["seconds"] for s in samples}
+    assert by["baseline"] > by["fast"]
+    rows = _rows(report)
+    assert set(rows) == {("warm", "baseline"), ("warm", "fast")}
+    assert "1/1" in rows[("warm", "fast")] and "%" in rows[("warm", "fast")]
+    out = tmp_path / "out"
+    for s in samples:
+        assert (out / s["stdout"]).read_text().startswith("serving on")
+        assert json.loads((out / s["response"]).read_text()) == {"ok": True}
+        assert s["port_free_after"] is True
+    assert results["machine"]["cpus"] >= 1 and results["machine"]["kernel"]
+    assert _procs_with(marker) == []
+
+
+def test_ready_request_keeps_the_answer(tmp_path):
+    marker, port = _marker(), _free_port()
+    srv = _script(tmp_path, "srv.py", SERVER)
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    rc, results, _ = _bench(
+        tmp_path, "--modes", "warm", "--no-warmup", "--runs", "1", "--no-headstart-variant",
+        "--ready-request", f"http://127.0.0.1:{port}/v1/chat/completions", json.dumps(body),
+        "--", sys.executable, srv, "0.1", str(port), marker,
+    )
+    assert rc == 0
+    (sample,) = results["samples"]
+    answer = json.loads((tmp_path / "out" / sample["response"]).read_text())
+    assert answer == {"echo": body}
+    assert _procs_with(marker) == []
+
+
+def test_crash_at_start_is_a_failed_run(tmp_path):
+    marker = _marker()
+    crash = _script(tmp_path, "crash.py", "import sys; print('boom', file=sys.stderr); "
+                                          "sys.exit(3)\n")
+    rc, results, report = _bench(
+        tmp_path, "--modes", "warm", "--no-warmup", "--runs", "1", "--no-headstart-variant",
+        "--ready-url", f"http://127.0.0.1:{_free_port()}/",
+        "--", sys.executable, crash, marker,
+    )
+    assert rc == 1
+    (s,) = results["samples"]
+    assert (s["ok"], s["outcome"], s["exit_code"]) == (False, "exited", 3)
+    assert "status 3" in s["reason"]
+    assert (tmp_path / "out" / s["stderr"]).read_text().strip() == "boom"
+    assert "failed" in _rows(report)[("warm", "baseline")]
+    assert "exited with status 3" in report
+    assert _procs_with(marker) == []
+
+
+def test_never_ready_times_out_and_stubborn_tree_is_killed(tmp_path):
+    marker = _marker()
+    stub = _script(tmp_path, "stub.py", STUBBORN)
+    rc, results, report = _bench(
+        tmp_path, "--modes", "warm", "--no-warmup", "--runs", "1", "--no-headstart-variant",
+        "--timeout", "1", "--grace", "0.5", "--ready-url", f"http://127.0.0.1:{_free_port()}/",
+        "--", sys.executable, stub, marker,
+    )
+    assert rc == 1
+    (s,) = results["samples"]
+    assert s["outcome"] == "timeout" and "not ready within 1 s" in s["reason"]
+    assert len(s["killed"]) >= 2  # the SIGTERM-ignoring parent and its re-grouped child
+    assert "timeout" in report
+    assert _procs_with(marker) == []
+
+
+def test_port_already_taken_is_reported_and_nothing_starts(tmp_path):
+    marker, port = _marker(), _free_port()
+    srv = _script(tmp_path, "srv.py", SERVER)
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        rc, results, report = _bench(
+            tmp_path, "--modes", "warm", "--runs", "1", "--no-headstart-variant",
+            "--port-wait", "0.3", "--ready-url", f"http://127.0.0.1:{port}/",
+            "--", sys.executable, srv, "0", str(port), marker,
+        )
+    assert rc == 1
+    assert {s["outcome"] for s in [*results["samples"], *results["warmups"]]} == {"port-in-use"}
+    assert f"port {port}" in report
+    assert (tmp_path / "out" / results["samples"][0]["stdout"]).read_text() == ""
+    assert _procs_with(marker) == []
+
+
+def test_ready_log_and_until_exit(tmp_path):
+    marker = _marker()
+    # no flush: the bench sets PYTHONUNBUFFERED for --ready-log
+    logger = _script(tmp_path, "log.py", "import time\ntime.sleep(0.2)\nprint('model READY')\n"
+                                         "time.sleep(600)\n")
+    rc, results, _ = _bench(
+        tmp_path, "--modes", "warm", "--no-warmup", "--runs", "1", "--no-headstart-variant",
+        "--timeout", "30", "--ready-log", r"READY$", "--", sys.executable, logger, marker,
+    )
+    assert rc == 0
+    (s,) = results["samples"]
+    assert s["ok"] and "model READY" in s["ready_detail"]
+    assert _procs_with(marker) == []
+
+    out2 = tmp_path / "exit"
+    out2.mkdir()
+    rc = main(["bench", "--out", str(out2 / "o"), "--no-plot", "--modes", "warm", "--no-warmup",
+               "--runs", "1", "--no-headstart-variant", "--until-exit",
+               "--variant", f"bad={sys.executable} -c 'import sys; sys.exit(4)' {marker}",
+               "--", sys.executable, "-c", "pass", marker])
+    results = json.loads((out2 / "o" / "results.json").read_text())
+    assert rc == 1
+    by = {s["variant"]: s for s in results["samples"]}
+    assert by["baseline"]["ok"] and by["baseline"]["seconds"] > 0
+    assert not by["bad"]["ok"] and by["bad"]["exit_code"] == 4
+    assert _procs_with(marker) == []
+
+
+def test_bad_arguments_are_one_line_errors(tmp_path, capsys):
+    assert main(["bench", "--until-exit", "--modes", "hot", "--", "true"]) == 2
+    assert "--modes" in capsys.readouterr().err
+    assert main(["bench", "--until-exit", "--variant", "novalue", "--", "true"]) == 2
+    assert "NAME=COMMAND" in capsys.readouterr().err
+    assert main(["bench", "--until-exit"]) == 2
+    assert main(["bench", "--ready-request", "http://x/", "{not json", "--", "true"]) == 2
+
+
+def test_find_interpreter_follows_shebangs(tmp_path):
+    script = tmp_path / "tool"
+    script.write_text(f"#!{sys.executable}\nprint(1)\n")
+    script.chmod(0o755)
+    assert find_interpreter([str(script), "serve"]) == sys.executable
+    env_script = tmp_path / "tool2"
+    env_script.write_text("#!/usr/bin/env python3\n")
+    env_script.chmod(0o755)
+    assert os.path.basename(find_interpreter([str(env_script)]) or "").startswith("python")
+    assert find_interpreter([sys.executable, "-m", "x"]) == sys.executable
+    assert find_interpreter(["env", "A=1", sys.executable, "x.py"]) == sys.executable
+    assert find_interpreter(["/bin/sh", "-c", "true"]) is None
+    env = python_environment(sys.executable)
+    assert env is not None
+    paths = env.evict_paths()
+    assert any(os.path.isdir(p) and os.path.exists(os.path.join(p, "os.py")) for p in paths) or \
+        any(os.path.exists(os.path.join(p, "lib")) for p in paths)
+    assert os.path.realpath(sys.executable) in paths or any(
+        os.path.realpath(sys.executable).startswith(p + "/") for p in paths)
+
+
+@pytest.mark.slow
+def test_ctrl_c_mid_run_tears_down_and_writes_partial_report(tmp_path):
+    marker = _marker()
+    stub = _script(tmp_path, "stub.py", STUBBORN)
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "headstart", "bench", "--out", str(out), "--no-plot",
+         "--modes", "warm", "--no-warmup", "--runs", "2", "--no-headstart-variant",
+         "--timeout", "120", "--grace", "1", "--ready-url", f"http://127.0.0.1:{_free_port()}/",
+         "--", sys.executable, stub, marker],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(_procs_with(marker)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(_procs_with(marker)) >= 2, "target never started"
+        proc.send_signal(subprocess.signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, stderr.decode()
+    assert _procs_with(marker) == []
+    report = (out / "report.md").read_text()
+    assert "Interrupted" in report and "interrupted" in stdout.decode()
+    results = json.loads((out / "results.json").read_text())
+    assert results["interrupted"] is True
+    assert [s["outcome"] for s in results["samples"]] == ["interrupted"]
