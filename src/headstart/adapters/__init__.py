@@ -11,6 +11,12 @@ from __future__ import annotations
 
 from headstart.adapters.facts import TargetFacts
 from headstart.adapters.registry import detect, parse_invocation
-from headstart.adapters.vllm import vllm_accepts_forkserver
 
 __all__ = ["TargetFacts", "detect", "parse_invocation", "vllm_accepts_forkserver"]
+
+
+def vllm_accepts_forkserver(search_path: list[str] | None = None) -> bool | None:
+    """See :func:`headstart.adapters.vllm.vllm_accepts_forkserver` (imported on first use)."""
+    from headstart.adapters.vllm import vllm_accepts_forkserver as check
+
+    return check(search_path)

@@ -11,40 +11,43 @@ import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from importlib import import_module
 
 from headstart.adapters.facts import TargetFacts
-from headstart.adapters.generic import detect_generic
-from headstart.adapters.llamacpp import detect_llamacpp
-from headstart.adapters.sglang import detect_sglang
-from headstart.adapters.tgi import detect_tgi
-from headstart.adapters.transformers import detect_transformers
-from headstart.adapters.vllm import detect_vllm
 
-__all__ = ["ADAPTERS", "Invocation", "detect", "parse_invocation"]
+__all__ = ["ADAPTERS", "Invocation", "adapter_for", "detect", "parse_invocation"]
 
 log = logging.getLogger(__name__)
 
 Adapter = Callable[[str, Sequence[str], Mapping[str, str]], TargetFacts]
 
-# name (console script, `-m` module, or script stem) -> (adapter, the name it is told).
-ADAPTERS: dict[str, tuple[Adapter, str]] = {
-    "vllm": (detect_vllm, "vllm"),
-    "vllm.entrypoints.cli.main": (detect_vllm, "vllm"),
-    "vllm.entrypoints.openai.api_server": (detect_vllm, "vllm.entrypoints.openai.api_server"),
-    "vllm.entrypoints.api_server": (detect_vllm, "vllm.entrypoints.api_server"),
-    "sglang": (detect_sglang, "sglang"),
-    "sglang.cli.main": (detect_sglang, "sglang"),
-    "sglang.launch_server": (detect_sglang, "sglang.launch_server"),
-    "transformers": (detect_transformers, "transformers"),
-    "transformers.cli.transformers": (detect_transformers, "transformers"),
-    "transformers-cli": (detect_transformers, "transformers-cli"),
-    "transformers.commands.transformers_cli": (detect_transformers, "transformers-cli"),
-    "text-generation-launcher": (detect_tgi, "text-generation-launcher"),
-    "text-generation-server": (detect_tgi, "text-generation-server"),
-    "text_generation_server.cli": (detect_tgi, "text-generation-server"),
-    "llama-server": (detect_llamacpp, "llama-server"),
-    "llama-cli": (detect_llamacpp, "llama-cli"),
+# name (console script, `-m` module, or script stem) -> (adapter module, the name it is told).
+# Modules are imported on first use: a command needs one adapter, not all of them.
+ADAPTERS: dict[str, tuple[str, str]] = {
+    "vllm": ("vllm", "vllm"),
+    "vllm.entrypoints.cli.main": ("vllm", "vllm"),
+    "vllm.entrypoints.openai.api_server": ("vllm", "vllm.entrypoints.openai.api_server"),
+    "vllm.entrypoints.api_server": ("vllm", "vllm.entrypoints.api_server"),
+    "sglang": ("sglang", "sglang"),
+    "sglang.cli.main": ("sglang", "sglang"),
+    "sglang.launch_server": ("sglang", "sglang.launch_server"),
+    "transformers": ("transformers", "transformers"),
+    "transformers.cli.transformers": ("transformers", "transformers"),
+    "transformers-cli": ("transformers", "transformers-cli"),
+    "transformers.commands.transformers_cli": ("transformers", "transformers-cli"),
+    "text-generation-launcher": ("tgi", "text-generation-launcher"),
+    "text-generation-server": ("tgi", "text-generation-server"),
+    "text_generation_server.cli": ("tgi", "text-generation-server"),
+    "llama-server": ("llamacpp", "llama-server"),
+    "llama-cli": ("llamacpp", "llama-cli"),
 }
+
+
+def adapter_for(module: str) -> Adapter:
+    """``detect_<module>`` from ``headstart.adapters.<module>`` (``generic`` for the fallback)."""
+    mod = import_module(f"headstart.adapters.{module}")
+    return getattr(mod, f"detect_{module}")  # type: ignore[no-any-return]
+
 
 # Interpreter options that take a separate argument (python -W ignore, -X importtime).
 _PY_OPTS_WITH_VALUE = frozenset("WX")
@@ -124,13 +127,9 @@ def detect(argv: list[str], env: Mapping[str, str]) -> TargetFacts:
     failure gives the generic "nothing known" facts with a note (and a debug log).
     """
     inv = parse_invocation(argv)
-    entry = ADAPTERS.get(inv.name)
+    module, name = ADAPTERS.get(inv.name, ("generic", inv.name))
     try:
-        if entry is None:
-            facts = detect_generic(inv.name, inv.args, env)
-        else:
-            adapter, name = entry
-            facts = adapter(name, inv.args, env)
+        facts = adapter_for(module)(name, inv.args, env)
     except Exception as exc:  # an adapter bug must not stop the target from starting
         log.debug("adapter for %r failed", inv.name, exc_info=True)
         facts = TargetFacts(notes=(f"adapter for {inv.name!r} failed: {exc!r}",))
