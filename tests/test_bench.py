@@ -301,3 +301,30 @@ def test_ctrl_c_mid_run_tears_down_and_writes_partial_report(tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert results["interrupted"] is True
     assert [s["outcome"] for s in results["samples"]] == ["interrupted"]
+
+
+# A server that exits cleanly on SIGTERM, as uvicorn does, so `headstart run --trace`
+# writes its trace at exit.
+CLEAN_SERVER = SERVER.replace(
+    "time.sleep(delay)",
+    "import signal; signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))\ntime.sleep(delay)",
+)
+
+
+def test_headstart_variant_trace_and_charts(tmp_path):
+    pytest.importorskip("matplotlib")
+    marker, port = _marker(), _free_port()
+    srv = _script(tmp_path, "srv.py", CLEAN_SERVER)
+    out = tmp_path / "out"
+    rc = main(["bench", "--out", str(out), "--modes", "warm", "--no-warmup", "--runs", "1",
+               "--trace", "--grace", "5", "--ready-url", f"http://127.0.0.1:{port}/",
+               "--", sys.executable, srv, "0.1", str(port), marker])
+    results = json.loads((out / "results.json").read_text())
+    assert rc == 0, results["samples"]
+    by = {s["variant"]: s for s in results["samples"]}
+    assert by["headstart"]["argv"][1:4] == ["-m", "headstart", "run"]
+    assert "--trace" in by["headstart"]["argv"] and "--trace" not in by["baseline"]["argv"]
+    assert by["headstart"]["trace"] and (out / by["headstart"]["trace"]).exists()
+    assert (out / "runs.png").stat().st_size > 0
+    assert (out / "timeline.png").stat().st_size > 0
+    assert _procs_with(marker) == []

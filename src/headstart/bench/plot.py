@@ -71,15 +71,23 @@ def plot_runs(result: BenchResult, path: str) -> bool:
     return True
 
 
-def load_trace_spans(path: str) -> list[tuple[str, float, float]]:
+def load_trace_spans(path: str, launch_wall: float | None = None) -> list[tuple[str, float, float]]:
     """(name, start s, duration s) of the complete and begin/end events of a Chrome trace;
-    instants have duration 0. Unreadable files give an empty list."""
+    instants have duration 0. Unreadable files give an empty list.
+
+    With ``launch_wall`` (wall clock of the launch) and the trace's ``otherData.wall_t0``,
+    starts are seconds since the launch, on the same axis as the time to ready.
+    """
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except (OSError, ValueError):
         return []
     events = data.get("traceEvents", []) if isinstance(data, dict) else data
+    shift = 0.0
+    wall_t0 = data.get("otherData", {}).get("wall_t0") if isinstance(data, dict) else None
+    if launch_wall is not None and isinstance(wall_t0, (int, float)):
+        shift = wall_t0 - launch_wall
     spans: list[tuple[str, float, float]] = []
     open_: dict[tuple, list[float]] = {}
     for e in events if isinstance(events, list) else []:
@@ -89,16 +97,16 @@ def load_trace_spans(path: str) -> list[tuple[str, float, float]]:
         if not isinstance(ts, (int, float)):
             continue
         if ph == "X":
-            spans.append((name, ts / 1e6, float(e.get("dur", 0)) / 1e6))
+            spans.append((name, shift + ts / 1e6, float(e.get("dur", 0)) / 1e6))
         elif ph == "B":
             open_.setdefault((e.get("pid"), e.get("tid"), name), []).append(ts)
         elif ph == "E":
             stack = open_.get((e.get("pid"), e.get("tid"), name))
             if stack:
                 start = stack.pop()
-                spans.append((name, start / 1e6, (ts - start) / 1e6))
+                spans.append((name, shift + start / 1e6, (ts - start) / 1e6))
         elif ph in ("i", "I"):
-            spans.append((name, ts / 1e6, 0.0))
+            spans.append((name, shift + ts / 1e6, 0.0))
     return spans
 
 
@@ -107,7 +115,7 @@ def plot_timeline(runs: Sequence[RunResult], path: str, max_names: int = 14) -> 
     plt = _pyplot()
     if plt is None:
         return False
-    loaded = [(r, load_trace_spans(r.trace)) for r in runs if r.trace]
+    loaded = [(r, load_trace_spans(r.trace, r.started_at)) for r in runs if r.trace]
     loaded = [(r, s) for r, s in loaded if s]
     if not loaded:
         return False
@@ -138,7 +146,7 @@ def plot_timeline(runs: Sequence[RunResult], path: str, max_names: int = 14) -> 
                      + (f" (ready {r.seconds:.2f} s)" if r.seconds is not None else ""),
                      fontsize=9)
         ax.grid(axis="x", alpha=0.3)
-    axes[-1, 0].set_xlabel("seconds since the traced process started")
+    axes[-1, 0].set_xlabel("seconds since launch (dashed: ready)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
