@@ -15,12 +15,12 @@ Rules every public function keeps:
 
 from __future__ import annotations
 
-import logging as _logging
-from typing import TYPE_CHECKING, Any
-
 from headstart._version import __version__
 
-_logging.getLogger("headstart").addHandler(_logging.NullHandler())
+# No `typing` or `logging` here: each costs milliseconds on every target's start. Modules
+# that log create their loggers; Python's last-resort handler only prints warnings, and
+# headstart logs below that unless the CLI's -v asks for more.
+TYPE_CHECKING = False
 
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
@@ -45,7 +45,28 @@ _EXPORTS: dict[str, str] = {
     "InvalidSizeError": "headstart.errors",
 }
 
-__all__ = ["__version__", *sorted(_EXPORTS)]
+__all__ = [
+    "Eviction",
+    "HeadstartError",
+    "InvalidSizeError",
+    "ModelNotFoundError",
+    "Prefetch",
+    "PrefetchStats",
+    "Preload",
+    "Range",
+    "Residency",
+    "RevisionNotFoundError",
+    "Snapshot",
+    "SnapshotFile",
+    "__version__",
+    "evict",
+    "memory_budget",
+    "prefetch",
+    "preload",
+    "prewarm_forkserver",
+    "residency",
+    "resolve_model",
+]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from headstart.errors import (
@@ -65,7 +86,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from headstart.procs.forkserver import prewarm_forkserver
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'headstart' has no attribute {name!r}")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import os
 import sys
 
@@ -59,6 +58,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def _setup_logging(verbose: int) -> None:
+    import logging
+
     level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("headstart: %(message)s"))
@@ -77,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
-    _setup_logging(getattr(args, "verbose", 0) or 0)
+    verbose = getattr(args, "verbose", 0) or 0
+    if verbose or args.command != "run":  # `run` stays off `logging` unless asked: hot path
+        _setup_logging(verbose)
     if args.command == "run":
         # The target runs inside this call: its exceptions, SystemExit and KeyboardInterrupt
         # must reach the interpreter exactly as if it had been started directly.

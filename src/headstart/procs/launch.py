@@ -153,7 +153,7 @@ def run_in_process(launch: Launch) -> None:
     with open(path, "rb") as fh:
         source = fh.read()
     globs = _fresh_main()
-    globs.update(__file__=path, __cached__=None, __package__=None, __spec__=None,
+    globs.update(__file__=os.path.abspath(path), __cached__=None, __package__=None, __spec__=None,
                  __loader__=None)
     exec(compile(source, path, "exec"), globs)
 
