@@ -301,6 +301,9 @@ def test_ctrl_c_mid_run_tears_down_and_writes_partial_report(tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert results["interrupted"] is True
     assert [s["outcome"] for s in results["samples"]] == ["interrupted"]
+    # the interrupted run's teardown is recorded: the SIGTERM-ignoring tree needed SIGKILL
+    assert len(results["samples"][0]["killed"]) >= 2
+    assert (out / results["samples"][0]["stdout"]).read_text().startswith("started")
 
 
 # A server that exits cleanly on SIGTERM, as uvicorn does, so `headstart run --trace`
@@ -328,3 +331,31 @@ def test_headstart_variant_trace_and_charts(tmp_path):
     assert (out / "runs.png").stat().st_size > 0
     assert (out / "timeline.png").stat().st_size > 0
     assert _procs_with(marker) == []
+
+
+def test_cold_evicts_model_and_python_env(tmp_path):
+    pytest.importorskip("headstart.pagecache.evict")
+    pytest.importorskip("headstart.pagecache.residency")
+    marker = _marker()
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text('{"model_type": "qwen2"}')
+    weights = model / "model.safetensors"
+    weights.write_bytes(os.urandom(4 << 20))
+    os.sync()  # dirty pages cannot be evicted
+    reader = _script(tmp_path, "reader.py", "import sys\nopen(sys.argv[1], 'rb').read()\n")
+    out = tmp_path / "out"
+    rc = main(["bench", "--out", str(out), "--no-plot", "--modes", "cold", "--runs", "1",
+               "--no-headstart-variant", "--until-exit", "--model", str(model),
+               "--", sys.executable, reader, str(weights), marker])
+    results = json.loads((out / "results.json").read_text())
+    assert rc == 0, results["samples"]
+    paths = results["evict_paths"]
+    assert os.path.realpath(weights) in paths
+    env = python_environment(sys.executable)
+    assert os.path.realpath(env.stdlib) in paths
+    (s,) = results["samples"]
+    ev = s["eviction"]
+    assert "error" not in ev, ev
+    assert ev["total_bytes"] >= 4 << 20 and 0.0 <= ev["residual_percent"] <= 100.0
+    assert results["environments"][sys.executable]["packages"]["headstart"]

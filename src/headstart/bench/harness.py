@@ -197,15 +197,17 @@ def run_bench(config: BenchConfig, say: Callable[[str], None] = lambda _m: None)
                 result.runs.append(r)
                 say(f"[{n}/{len(plan)}] {mode} {name} run {index + 1}: {_line(r)}")
             current.clear()
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             result.interrupted = True
             if current:
                 variant, mode, index, warmup = current[0]
                 folder = "warmup" if warmup else f"run-{index + 1}"
-                r = RunResult(argv=list(variant.argv), run_dir=os.path.join(
-                    config.out_dir, mode, variant.name, folder), outcome=INTERRUPTED,
-                    reason="interrupted (Ctrl-C or SIGTERM) during this run",
-                    variant=variant.name, mode=mode, index=index, warmup=warmup)
+                r = getattr(exc, "run_result", None) or RunResult(
+                    argv=list(variant.argv), run_dir=os.path.join(
+                        config.out_dir, mode, variant.name, folder))
+                r.outcome, r.ok, r.seconds = INTERRUPTED, False, None
+                r.reason = "interrupted (Ctrl-C or SIGTERM) during this run"
+                r.variant, r.mode, r.index, r.warmup = variant.name, mode, index, warmup
                 (result.warmups if warmup else result.runs).append(r)
             say("interrupted: the current run was torn down; writing a partial report")
     result.finished = time.time()

@@ -258,9 +258,10 @@ def run_once(
                 result.outcome, result.reason = TIMEOUT, f"not ready within {timeout:g} s"
                 return result
             time.sleep(min(poll_interval, max(0.0, deadline - now)))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         result.ok, result.seconds = False, None
         result.outcome, result.reason = INTERRUPTED, "interrupted (Ctrl-C or SIGTERM)"
+        exc.run_result = result  # type: ignore[attr-defined]  # the harness reports it
         raise
     finally:
         with _deferred_signals():
