@@ -99,6 +99,7 @@ class ForkserverPrewarm:
         self.cuda_initialised_in_forkserver: bool | None = None
         self._environ = dict(os.environ)
         self._t0 = time.perf_counter()
+        self._trace_t0 = tracer.now()
         self._done = threading.Event()
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -124,7 +125,9 @@ class ForkserverPrewarm:
         (log.debug if ok else log.info)("forkserver prewarm %s%s after %.3fs",
                                         "ready" if ok else "not done",
                                         f": {reason}" if reason else "", self.elapsed)
-        self._done.set()
+        tracer.complete("forkserver.prewarm", self._trace_t0, cat="forkserver", ok=ok,
+                        reason=reason, pid=self.pid, preload=self.preload)
+        self._done.set()  # last: whoever waits sees the final attributes and trace
 
     def __repr__(self) -> str:
         return (f"ForkserverPrewarm(ok={self.ok}, pid={self.pid}, reason={self.reason!r}, "
@@ -300,7 +303,6 @@ def _alive(pid: int) -> bool:
 
 def _prewarm(handle: ForkserverPrewarm, start_method_env: str | None,
              ready_timeout: float) -> None:
-    start = tracer.now()
     try:
         _prewarm_steps(handle, start_method_env, ready_timeout)
     except Exception as exc:  # a daemon thread must not die with a traceback on stderr
@@ -310,8 +312,6 @@ def _prewarm(handle: ForkserverPrewarm, start_method_env: str | None,
     finally:
         if not handle.done:
             handle._finish(False, "prewarm thread ended unexpectedly")
-        tracer.complete("forkserver.prewarm", start, cat="forkserver", ok=handle.ok,
-                        reason=handle.reason, pid=handle.pid, preload=handle.preload)
 
 
 def _prewarm_steps(handle: ForkserverPrewarm, start_method_env: str | None,
