@@ -147,7 +147,7 @@ def test_ready_request_keeps_the_answer(tmp_path):
     marker, port = _marker(), _free_port()
     srv = _script(tmp_path, "srv.py", SERVER)
     body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
-    rc, results, _ = _bench(
+    rc, results, report = _bench(
         tmp_path, "--modes", "warm", "--no-warmup", "--runs", "1", "--no-headstart-variant",
         "--ready-request", f"http://127.0.0.1:{port}/v1/chat/completions", json.dumps(body),
         "--", sys.executable, srv, "0.1", str(port), marker,
@@ -156,6 +156,7 @@ def test_ready_request_keeps_the_answer(tmp_path):
     (sample,) = results["samples"]
     answer = json.loads((tmp_path / "out" / sample["response"]).read_text())
     assert answer == {"echo": body}
+    assert "Answers: all 1 kept answers have the same text." in report
     assert _procs_with(marker) == []
 
 
@@ -359,3 +360,29 @@ def test_cold_evicts_model_and_python_env(tmp_path):
     assert "error" not in ev, ev
     assert ev["total_bytes"] >= 4 << 20 and 0.0 <= ev["residual_percent"] <= 100.0
     assert results["environments"][sys.executable]["packages"]["headstart"]
+
+
+def test_report_says_when_answers_differ(tmp_path):
+    from headstart.bench.harness import BenchConfig, BenchResult, Variant
+    from headstart.bench.probes import RequestProbe
+    from headstart.bench.report import markdown, summarize
+    from headstart.bench.runner import RunResult
+
+    def answer(name: str, text: str) -> str:
+        path = tmp_path / name
+        path.write_text(json.dumps({"id": name, "choices": [{"message": {"content": text}}]}))
+        return str(path)
+
+    cfg = BenchConfig(variants=[Variant("baseline", ["a"]), Variant("headstart", ["b"])],
+                      probe=RequestProbe("http://127.0.0.1:1/", "{}"), out_dir=str(tmp_path),
+                      modes=["cold"], runs=1)
+    runs = [RunResult(["a"], str(tmp_path), ok=True, seconds=2.0, variant="baseline",
+                      mode="cold", response=answer("a.json", "hello")),
+            RunResult(["b"], str(tmp_path), ok=True, seconds=1.5, variant="headstart",
+                      mode="cold", response=answer("b.json", "goodbye"))]
+    result = BenchResult(config=cfg, runs=runs, planned=2)
+    text = markdown(result)
+    assert "the kept answers differ" in text and "'goodbye'" in text
+    row = {r["variant"]: r for r in summarize(result)}["headstart"]
+    assert row["delta"] == pytest.approx(-0.5) and row["delta_percent"] == pytest.approx(-25.0)
+    assert "| cold | headstart | 1/1 | 1.50 s |" in text and "\u22120.50 s" in text

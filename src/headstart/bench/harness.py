@@ -15,9 +15,11 @@ current run has been torn down; the result says it was interrupted and keeps eve
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
+import signal
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
@@ -161,6 +163,17 @@ def run_bench(config: BenchConfig, say: Callable[[str], None] = lambda _m: None)
                      port_wait=config.port_wait, preexec_fn=preexec)
         r.variant, r.mode, r.index, r.warmup = variant.name, mode, index, warmup
         r.eviction = eviction
+        if throttles:
+            # Anything still in the throttle cgroup escaped the session (setsid + fork):
+            # kill it so it cannot hold the port or the disk during the next run.
+            escaped = throttles[0].procs()
+            for pid in escaped:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            if escaped:
+                r.killed += escaped
+                result.warnings.append(f"{mode}/{variant.name}/{folder}: killed {len(escaped)} "
+                                       "process(es) that had left the run's session")
         if trace_path and os.path.exists(trace_path):
             r.trace = trace_path
         if r.port_free_after is False:
@@ -169,6 +182,7 @@ def run_bench(config: BenchConfig, say: Callable[[str], None] = lambda _m: None)
         return r
 
     preexec = None
+    throttles: list = []
     current: list[tuple[Variant, str, int, bool]] = []
     with ExitStack() as stack:
         try:
@@ -179,6 +193,7 @@ def run_bench(config: BenchConfig, say: Callable[[str], None] = lambda _m: None)
                     throttle_for_paths(config.disk_bps, config.throttle_paths or [config.out_dir])
                 )
                 preexec = throttle.preexec_fn
+                throttles.append(throttle)
                 result.throttle = throttle.describe()
             warmed: set[str] = set()
             for n, (mode, index, name) in enumerate(plan, 1):

@@ -16,7 +16,7 @@ import time
 from headstart.bench.harness import BenchResult
 from headstart.bench.runner import RunResult
 
-__all__ = ["markdown", "summarize", "to_json", "write_reports"]
+__all__ = ["compare_answers", "markdown", "summarize", "to_json", "write_reports"]
 
 
 def summarize(result: BenchResult, baseline: str = "baseline") -> list[dict]:
@@ -106,6 +106,10 @@ def markdown(result: BenchResult, baseline: str = "baseline") -> str:
             which = "warm-up" if r.warmup else f"run {r.index + 1}"
             lines.append(f"- {r.mode} / {r.variant} / {which}: {r.outcome}: {r.reason} "
                          f"(output in `{_rel(r.run_dir, cfg.out_dir)}`)")
+    answers = compare_answers(result)
+    if answers:
+        lines.append("")
+        lines.append(answers)
     residual = [r.eviction["residual_percent"] for r in result.runs
                 if r.eviction and "residual_percent" in r.eviction]
     if residual:
@@ -119,6 +123,45 @@ def markdown(result: BenchResult, baseline: str = "baseline") -> str:
         lines += [f"- {w}" for w in result.warnings]
     lines.append("")
     return "\n".join(lines)
+
+
+def _answer_text(path: str) -> str | None:
+    """The generated text of a kept answer (OpenAI chat or completion shape), else the body.
+
+    Ids and timestamps differ between runs; the text is what must not."""
+    try:
+        with open(path, "rb") as f:
+            body = f.read()
+    except OSError:
+        return None
+    try:
+        data = json.loads(body)
+        choice = data["choices"][0]
+        text = choice.get("message", {}).get("content") if "message" in choice else None
+        if text is None:
+            text = str(choice.get("text", body.decode("utf-8", "replace")))
+        return text
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return body.decode("utf-8", "replace")
+
+
+def compare_answers(result: BenchResult) -> str | None:
+    """A sentence saying whether every kept answer (``--ready-request``) had the same text."""
+    if result.config.probe.kind != "request":
+        return None
+    texts: dict[str, list[str]] = {}
+    for r in result.runs:
+        if r.ok and r.response:
+            text = _answer_text(r.response)
+            if text is not None:
+                texts.setdefault(text, []).append(f"{r.mode}/{r.variant}/run-{r.index + 1}")
+    if not texts:
+        return None
+    if len(texts) == 1:
+        n = len(next(iter(texts.values())))
+        return f"Answers: all {n} kept answers have the same text."
+    groups = "; ".join(f"{', '.join(runs)}: {text[:60]!r}" for text, runs in texts.items())
+    return f"Answers: **the kept answers differ** ({groups})."
 
 
 def to_json(result: BenchResult, machine: dict | None = None, extra: dict | None = None,
