@@ -1,0 +1,244 @@
+"""Thin ctypes wrappers for the Linux calls the page-cache engine needs.
+
+* ``cachestat(2)`` (Linux 6.5+, syscall 451 on every architecture with the unified syscall
+  table): exact, cheap residency of a byte range of an open file; never lies.
+* ``mincore(2)`` on a read-only mapping: the fallback. Since Linux 5.2 it reports *every*
+  page resident for files the caller could not open for writing (and does not own, and is
+  not privileged for), so such answers are flagged untrusted (:func:`mincore_trusted`).
+* ``madvise(MADV_POPULATE_READ)`` (Linux 5.14+): synchronous read of a mapped range without
+  a copy into user space.
+* ``statfs(2)`` for the file system type (tmpfs ignores ``POSIX_FADV_DONTNEED``).
+
+Availability is detected once, lazily, on first use; nothing runs at import time except
+module-level constants. Every wrapper returns ``None`` (or raises ``OSError``) instead of
+crashing when the call is missing, so callers can fall back.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import platform
+import stat
+import threading
+from typing import NamedTuple
+
+__all__ = [
+    "MADV_POPULATE_READ",
+    "MADV_SEQUENTIAL",
+    "PAGE_SIZE",
+    "TMPFS_LIKE",
+    "CacheStat",
+    "cachestat",
+    "cachestat_available",
+    "fs_type",
+    "mincore_resident",
+    "mincore_trusted",
+    "populate_read",
+    "populate_read_available",
+]
+
+PAGE_SIZE: int = os.sysconf("SC_PAGE_SIZE")
+MADV_POPULATE_READ = 22
+_SYS_CACHESTAT = 451
+# The unified syscall table (424+) holds for these; alpha/ia64/mips differ, so we skip them.
+_UNIFIED_TABLE = {"x86_64", "amd64", "aarch64", "arm64", "riscv64", "ppc64le", "ppc64",
+                  "s390x", "i386", "i686", "armv7l", "armv6l", "loongarch64"}
+_PROT_READ = 0x1
+_MAP_SHARED = 0x01
+_MAP_FAILED = ctypes.c_void_p(-1).value
+
+# statfs f_type values of file systems whose pages DONTNEED cannot drop.
+TMPFS_LIKE: dict[int, str] = {
+    0x01021994: "tmpfs",
+    0x858458F6: "ramfs",
+    0x62656572: "sysfs",
+    0x9FA0: "proc",
+    0x27E0EB: "cgroup",
+    0x63677270: "cgroup2",
+    0x42494E4D: "binfmt_misc",
+    0x73717368: "squashfs (no eviction guarantee)",
+}
+
+
+class CacheStat(NamedTuple):
+    """``struct cachestat``: counts are in pages of :data:`PAGE_SIZE`."""
+
+    nr_cache: int
+    nr_dirty: int
+    nr_writeback: int
+    nr_evicted: int
+    nr_recently_evicted: int
+
+
+class _CacheStatRange(ctypes.Structure):
+    _fields_ = [("off", ctypes.c_uint64), ("len", ctypes.c_uint64)]
+
+
+class _CacheStat(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_uint64) for name in CacheStat._fields]
+
+
+_lock = threading.Lock()
+_libc: ctypes.CDLL | None = None
+_cachestat_ok: bool | None = None  # None: not tried yet
+_populate_ok: bool | None = None
+
+
+def _lib() -> ctypes.CDLL:
+    global _libc
+    if _libc is None:
+        with _lock:
+            if _libc is None:
+                lib = ctypes.CDLL(None, use_errno=True)
+                lib.syscall.restype = ctypes.c_long
+                lib.mmap.restype = ctypes.c_void_p
+                lib.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int,
+                                     ctypes.c_int, ctypes.c_int, ctypes.c_long]
+                lib.munmap.restype = ctypes.c_int
+                lib.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+                lib.mincore.restype = ctypes.c_int
+                lib.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
+                lib.madvise.restype = ctypes.c_int
+                lib.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+                lib.statfs.restype = ctypes.c_int
+                lib.statfs.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
+                _libc = lib
+    return _libc
+
+
+def cachestat_available() -> bool:
+    """Whether ``cachestat(2)`` works here (probed once, on a file of our own interpreter)."""
+    global _cachestat_ok
+    if _cachestat_ok is None:
+        if platform.system() != "Linux" or platform.machine().lower() not in _UNIFIED_TABLE:
+            _cachestat_ok = False
+        else:
+            try:
+                fd = os.open(os.path.realpath(os.__file__), os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                fd = -1
+            try:
+                _cachestat_ok = fd >= 0 and _raw_cachestat(fd, 0, 0) is not None
+            except OSError as exc:
+                # ENOSYS: old kernel; EPERM: seccomp filter. Anything else: a file quirk,
+                # the call itself exists.
+                _cachestat_ok = exc.errno not in (errno.ENOSYS, errno.EPERM)
+            finally:
+                if fd >= 0:
+                    os.close(fd)
+    return _cachestat_ok
+
+
+def _raw_cachestat(fd: int, offset: int, length: int) -> CacheStat:
+    rng = _CacheStatRange(offset, length)
+    out = _CacheStat()
+    rc = _lib().syscall(ctypes.c_long(_SYS_CACHESTAT), ctypes.c_uint(fd), ctypes.byref(rng),
+                        ctypes.byref(out), ctypes.c_uint(0))
+    if rc != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return CacheStat(*(getattr(out, name) for name in CacheStat._fields))
+
+
+def cachestat(fd: int, offset: int = 0, length: int = 0) -> CacheStat | None:
+    """Page-cache state of ``[offset, offset+length)`` of ``fd`` (``length`` 0: to EOF).
+
+    ``None`` when cachestat is unavailable; ``OSError`` for a file it cannot answer for
+    (e.g. ``EOPNOTSUPP`` on hugetlbfs), so the caller can fall back to mincore.
+    """
+    if not cachestat_available():
+        return None
+    return _raw_cachestat(fd, offset, length)
+
+
+def mincore_trusted(st: os.stat_result) -> bool:
+    """Whether mincore tells the truth for this file (Linux >= 5.2 lies unless we could write
+    it, own it, or hold CAP_FOWNER; being root is our proxy for the capability)."""
+    if os.geteuid() == 0 or st.st_uid == os.geteuid():
+        return True
+    mode = st.st_mode
+    if st.st_gid in os.getgroups() or st.st_gid == os.getegid():
+        return bool(mode & stat.S_IWGRP)
+    return bool(mode & stat.S_IWOTH)
+
+
+def _map(fd: int, offset: int, length: int) -> tuple[int, int, int]:
+    """mmap ``[offset, offset+length)`` read-only; returns (address, mapped length, delta)."""
+    start = offset - offset % PAGE_SIZE
+    size = length + (offset - start)
+    addr = _lib().mmap(None, size, _PROT_READ, _MAP_SHARED, fd, start)
+    if addr is None or addr == _MAP_FAILED:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mmap: {os.strerror(err)}")
+    return addr, size, offset - start
+
+
+def mincore_resident(fd: int, offset: int, length: int) -> int:
+    """Resident bytes of ``[offset, offset+length)`` by mincore (page granular, clipped)."""
+    if length <= 0:
+        return 0
+    lib = _lib()
+    addr, size, _delta = _map(fd, offset, length)
+    try:
+        pages = (size + PAGE_SIZE - 1) // PAGE_SIZE
+        vec = ctypes.create_string_buffer(pages)
+        if lib.mincore(addr, size, vec) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"mincore: {os.strerror(err)}")
+        resident = sum(1 for b in vec.raw if b & 1)
+    finally:
+        lib.munmap(addr, size)
+    return min(length, resident * PAGE_SIZE)
+
+
+def populate_read_available() -> bool:
+    """Whether ``MADV_POPULATE_READ`` is supported (probed once on our interpreter's file)."""
+    global _populate_ok
+    if _populate_ok is None:
+        try:
+            fd = os.open(os.path.realpath(os.__file__), os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            _populate_ok = False
+            return False
+        try:
+            populate_read(fd, 0, min(PAGE_SIZE, os.fstat(fd).st_size) or 1)
+            _populate_ok = True
+        except OSError:
+            _populate_ok = False
+        finally:
+            os.close(fd)
+    return _populate_ok
+
+
+MADV_SEQUENTIAL = 2
+
+
+def populate_read(fd: int, offset: int, length: int, sequential: bool = True) -> None:
+    """Read ``[offset, offset+length)`` into the page cache via a temporary read-only mapping.
+
+    Raises ``OSError``: ``EINVAL`` when unsupported, ``EFAULT`` when the range is past EOF
+    (the file shrank), ``EIO`` on a read error. Never SIGBUS: madvise reports, not faults.
+    """
+    lib = _lib()
+    addr, size, _delta = _map(fd, offset, length)
+    try:
+        if lib.madvise(addr, size, MADV_POPULATE_READ) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"madvise(MADV_POPULATE_READ): {os.strerror(err)}")
+    finally:
+        lib.munmap(addr, size)
+
+
+def fs_type(path: str | os.PathLike[str]) -> int | None:
+    """``statfs(2).f_type`` of the file system holding ``path``; ``None`` when unknown."""
+    buf = ctypes.create_string_buffer(256)  # struct statfs is 120 bytes on 64-bit
+    try:
+        rc = _lib().statfs(os.fsencode(os.fspath(path)), buf)
+    except (OSError, AttributeError):
+        return None
+    if rc != 0:
+        return None
+    # f_type is the first member, a C long (__fsword_t) on Linux.
+    return ctypes.c_long.from_buffer(buf).value & 0xFFFFFFFF
