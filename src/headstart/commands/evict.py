@@ -1,0 +1,60 @@
+"""``headstart evict MODEL|PATH...``: drop files' pages from the page cache.
+
+Uses ``posix_fadvise(POSIX_FADV_DONTNEED)``, then checks again and says why pages stayed
+(tmpfs, dirty pages, mapped by a process). Paths and model references as for ``status``.
+Exit status 0 (also when some pages stayed: see the reasons); 2 on bad input.
+
+--json prints (keys are stable; sizes in bytes)::
+
+    {"targets": [{"arg", "kind", "root", "files", "notes"}],
+     "files": [{"path", "name", "size", "resident_before", "resident_after", "evicted",
+                "reasons": [...], "error"}],
+     "total": {"files", "size", "resident_before", "resident_after", "evicted", "errors"}}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(sub, name: str, help_text: str) -> argparse.ArgumentParser:
+    from headstart.commands._pagecache_common import add_model_options
+
+    p = sub.add_parser(name, help=help_text, description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("targets", nargs="+", metavar="MODEL|PATH")
+    add_model_options(p)
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from headstart.commands._pagecache_common import resolve_targets, table
+    from headstart.pagecache.evict import evict
+    from headstart.sizes import format_size
+
+    targets = resolve_targets(args, model_folders=False)
+    names = [name for t in targets for _p, name in t.files]
+    result = evict([path for t in targets for path, _n in t.files])
+    if args.json:
+        doc = result.to_dict()
+        for row, name in zip(doc["files"], names, strict=True):
+            row["name"] = name
+        print(json.dumps({"targets": [t.to_dict() for t in targets], **doc}, indent=2))
+        return 0
+    rows = [["FILE", "SIZE", "BEFORE", "AFTER", "NOTE"]]
+    for f, name in zip(result.files, names, strict=True):
+        if f.error:
+            rows.append([name, "-", "-", "-", f"error: {f.error}"])
+        else:
+            rows.append([name, format_size(f.size), format_size(f.before),
+                         format_size(f.after), "; ".join(f.reasons)])
+    total = result.to_dict()["total"]
+    rows.append([f"TOTAL ({total['files']} files)", format_size(total["size"]),
+                 format_size(result.before), format_size(result.after),
+                 f"evicted {format_size(result.evicted)}"])
+    print(table(rows, right={1, 2, 3}))
+    return 0
