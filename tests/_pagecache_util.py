@@ -1,0 +1,64 @@
+"""Helpers for the page-cache tests: real files on a real disk, really evicted."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from headstart.pagecache import syscalls
+
+MiB = 2**20
+
+
+def require_disk(path) -> None:
+    """Skip when ``path`` is on an in-memory file system (DONTNEED is a no-op there)."""
+    if syscalls.fs_type(path) in syscalls.TMPFS_LIKE:
+        pytest.skip(f"{path} is on tmpfs: page-cache tests need a real disk")
+
+
+def make_file(path, size: int, chunk: bytes | None = None) -> str:
+    """Write ``size`` bytes of random data, fsync (so DONTNEED can drop it), evict."""
+    chunk = chunk or os.urandom(MiB)
+    with open(path, "wb") as fh:
+        left = size
+        while left:
+            n = min(left, len(chunk))
+            fh.write(chunk[:n])
+            left -= n
+        fh.flush()
+        os.fsync(fh.fileno())
+    drop(path)
+    return os.fspath(path)
+
+
+def drop(*paths) -> None:
+    """Evict and check: fails the test if the kernel kept pages."""
+    for p in paths:
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            left = resident(p)
+            assert left == 0, f"{p}: {left} bytes still resident after DONTNEED"
+        finally:
+            os.close(fd)
+
+
+def resident(path) -> int:
+    """Resident bytes by cachestat (mincore if cachestat is missing)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        cs = syscalls.cachestat(fd)
+        if cs is not None:
+            return min(os.fstat(fd).st_size, cs.nr_cache * syscalls.PAGE_SIZE)
+        return syscalls.mincore_resident(fd, 0, os.fstat(fd).st_size)
+    finally:
+        os.close(fd)
+
+
+def fincore_bytes(*paths) -> int:
+    """Resident bytes summed over ``paths`` according to util-linux ``fincore``."""
+    out = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES",
+                          *map(str, paths)], capture_output=True, text=True, check=True)
+    return sum(int(line.split()[0]) for line in out.stdout.splitlines() if line.strip())
