@@ -424,3 +424,42 @@ class TestShouldPrewarm:
         assert ok is (accepts is True), why
         assert fs.forkserver_environ("vllm", {}) == {"VLLM_WORKER_MULTIPROC_METHOD":
                                                      "forkserver"}
+
+
+RUNTIME_PATH = textwrap.dedent("""
+    import json, multiprocessing as mp, os, sys
+    sys.path[:0] = [sys.argv[1], sys.argv[2]]  # headstart and the app: runtime sys.path only
+
+    def engine(conn):
+        import fake_heavy
+        conn.send([os.getppid(), fake_heavy.IMPORTED_IN])
+
+    if __name__ == "__main__":
+        from headstart.procs.forkserver import prewarm_forkserver
+        h = prewarm_forkserver(["fake_heavy"])
+        h.wait(60)
+        ctx = mp.get_context("forkserver")
+        r, w = ctx.Pipe(duplex=False)
+        p = ctx.Process(target=engine, args=(w,))
+        p.start()
+        w.close()
+        ppid, imported_in = r.recv()
+        p.join()
+        print(json.dumps({"ok": h.ok, "pid": h.pid, "failed": h.failed, "ppid": ppid,
+                          "imported_in": imported_in}))
+""")
+
+
+def test_preload_uses_the_targets_runtime_sys_path(app: Path, tmp_path_factory:
+                                                   pytest.TempPathFactory) -> None:
+    """The stdlib forkserver ignores the sys_path it is handed; the guard applies it."""
+    script = app / "runtime_path.py"
+    script.write_text(RUNTIME_PATH)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    elsewhere = tmp_path_factory.mktemp("cwd")
+    out = subprocess.run([sys.executable, str(script), SRC, str(app)], env=env,
+                         cwd=elsewhere, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout)
+    assert r["ok"] is True and not r["failed"], r
+    assert r["ppid"] == r["pid"] == r["imported_in"]

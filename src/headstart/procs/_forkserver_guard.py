@@ -1,23 +1,27 @@
-"""Runs inside the forkserver process only, never in the target.
+"""Runs inside the forkserver process only, never in the target; stdlib only.
 
 ``multiprocessing``'s forkserver imports its preload list with a bare ``__import__`` and
 survives only ``ImportError``: any other exception (an ``OSError`` from a broken ``.so``, a
 ``RuntimeError`` at import time, ``KeyboardInterrupt`` from a Ctrl-C to the process group)
-kills the server, and then every later worker start of the target fails. So
-:func:`headstart.procs.forkserver.prewarm_forkserver` hands the forkserver two names instead
-of the raw list: this module, and one encoded name ``headstart-preload|ADDR|mod|pkg:sub``
-that the finder installed below resolves. Its "import" does the real preloads one by one,
-each failure swallowed and reported, and then:
+kills the server, and then every later worker start of the target fails. It also never
+applies the ``sys_path`` it is handed (CPython 3.10-3.13), so it could not even import
+headstart where only the target's runtime ``sys.path`` finds it.
 
-* reports to the prewarming process (a datagram to the abstract unix socket ``ADDR``): which
-  modules loaded, how long each took, what failed, whether CUDA got initialised here;
+So :func:`headstart.procs.forkserver.prewarm_forkserver` makes the forkserver *run this file*
+as its ``__main__`` preload (by path: it needs no ``sys.path``), then import one encoded name,
+``headstart-preload|<hex of a JSON plan>``, which the finder installed below resolves. That
+"import" applies the target's ``sys.path``, does the real preloads one by one with every
+failure swallowed and recorded, and then:
+
+* reports to the prewarming process (a datagram to the abstract unix socket in the plan):
+  which modules loaded, how long each took, what failed, whether CUDA got initialised here;
 * until then runs a watchdog that exits the forkserver as soon as its parent (the target) is
   gone. Without it a target that exits at once (``--help``) would leave a forkserver holding
   the target's stdout/stderr pipes until a multi-second preload ends, and a caller that reads
   the pipe to EOF (``$(vllm --help)``) would wait for it.
 
 The watchdog thread is joined before the forkserver forks its first child, so children never
-inherit a second thread.
+inherit a second thread. Children re-import the target's real ``__main__`` as usual.
 """
 
 from __future__ import annotations
@@ -37,13 +41,12 @@ from types import ModuleType
 __all__ = ["PREFIX"]
 
 # Must match headstart.procs.forkserver._GUARD_PREFIX (a test pins it). The target never
-# imports this module: importing it installs the finder.
+# runs or imports this file: doing so installs the finder.
 PREFIX = "headstart-preload|"
 
 
-def _decode(name: str) -> tuple[str, list[str]]:
-    address, *mods = name[len(PREFIX):].split("|")
-    return address, [m.replace(":", ".") for m in mods if m]
+def _decode(name: str) -> dict[str, object]:
+    return json.loads(bytes.fromhex(name[len(PREFIX):]).decode())
 
 
 def _watch_parent(stop: threading.Event) -> None:
@@ -63,7 +66,11 @@ def _cuda_initialised() -> bool:
 
 
 def _run(name: str) -> None:
-    address, modules = _decode(name)
+    plan = _decode(name)
+    address = str(plan.get("address") or "")
+    modules = [str(m) for m in plan.get("modules", [])]  # type: ignore[attr-defined]
+    if plan.get("sys_path"):
+        sys.path[:] = plan["sys_path"]  # type: ignore[index]
     # The stdlib ignores SIGINT only after the preload; a Ctrl-C that reaches the whole
     # process group during a long preload must not kill the server either.
     with contextlib.suppress(ValueError, OSError):
@@ -115,7 +122,6 @@ class _Finder:
         return importlib.machinery.ModuleSpec(name, _Loader())
 
 
-# Importing this module is what arms the guard; only the forkserver imports it (as the
-# first entry of its preload list).
+# Running this file is what arms the guard; only the forkserver does (as its __main__).
 if _Finder not in sys.meta_path:
     sys.meta_path.insert(0, _Finder)

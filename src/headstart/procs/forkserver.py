@@ -12,17 +12,22 @@ Guarantees of :func:`prewarm_forkserver`:
   ``spawn.get_preparation_data()``, which calls ``multiprocessing.get_start_method()`` -- and
   that *fixes* the global context to the platform default as a side effect, so the target's
   own later ``set_start_method("spawn")`` would raise "context has already been set". The
-  prewarm thread therefore runs ``ensure_running()`` with ``spawn.get_start_method`` replaced
-  by a wrapper that answers without fixing *for the prewarm thread only* and delegates
-  unchanged for every other thread; the original is restored right after. The target may
-  call ``set_start_method`` with any method afterwards (or concurrently) and gets what it
-  asked for; only a target that uses ``forkserver`` uses the prewarmed server.
+  prewarm thread therefore runs ``ensure_running()`` with ``spawn.get_preparation_data``
+  replaced by a wrapper that, *for the prewarm thread only*, returns the two keys the
+  forkserver uses (the guard's path as ``main_path``, and ``sys_path``) without touching the
+  start method, and delegates unchanged for every other thread; the original is restored
+  right after. The target may call ``set_start_method`` with any method afterwards (or
+  concurrently) and gets what it asked for; only a target that uses ``forkserver`` uses the
+  prewarmed server.
 * **Never blocks interpreter exit**: one daemon thread, nothing joins it. A forkserver still
   preloading when the target exits leaves at once (a watchdog in the forkserver notices that
   its parent is gone), so it does not hold the target's stdout/stderr pipes open either.
 * **A bad preload cannot kill the forkserver**: the stdlib survives only ``ImportError`` in
-  preloads; headstart hands it a guard (:mod:`headstart.procs._forkserver_guard`) that imports
-  the list itself and swallows and reports every failure.
+  preloads; headstart makes the forkserver run a guard file
+  (:mod:`headstart.procs._forkserver_guard`, by path, as its ``__main__`` preload) that
+  imports the list itself, with the target's ``sys.path`` (the stdlib forkserver ignores the
+  ``sys_path`` it is handed), and swallows and reports every failure. A ``__main__`` entry in
+  a preload list is therefore dropped (children import the target's ``__main__`` as usual).
 * **Refuses**, with ``ok=False`` and a ``reason``, when: forkserver is unavailable; the
   target already set another global start method; ``start_method_env`` names a variable set
   to another method; CUDA is already initialised in this process (then the startup is past
@@ -74,7 +79,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_GUARD_MODULE = "headstart.procs._forkserver_guard"
 _GUARD_PREFIX = "headstart-preload|"  # = _forkserver_guard.PREFIX (pinned by a test)
 _VLLM_VAR = "VLLM_WORKER_MULTIPROC_METHOD"
 
@@ -264,31 +268,28 @@ def _refusal(start_method_env: str | None) -> str | None:
 
 
 @contextlib.contextmanager
-def _start_method_left_unset() -> Iterator[None]:
-    """Make ``spawn.get_preparation_data()`` not fix the global start method, for this thread.
+def _guarded_preparation_data(guard_path: str) -> Iterator[None]:
+    """For this thread only, ``spawn.get_preparation_data()`` returns what the forkserver
+    uses (``main_path``, ``sys_path``) without fixing the global start method.
 
     Other threads keep the original behaviour: they call straight through.
     """
-    import multiprocessing
     from multiprocessing import spawn
 
-    original = spawn.get_start_method
+    original = spawn.get_preparation_data
     me = threading.get_ident()
 
-    def get_start_method(allow_none: bool = False) -> str | None:
+    def get_preparation_data(name: str) -> dict[str, Any]:
         if threading.get_ident() != me:
-            return original(allow_none)
-        # Only main_path and sys_path of the preparation data reach the forkserver; the
-        # start method is dropped, so any truthful value will do.
-        return (multiprocessing.get_start_method(allow_none=True)
-                or multiprocessing.get_all_start_methods()[0])
+            return original(name)
+        return {"main_path": guard_path, "sys_path": list(sys.path)}
 
-    spawn.get_start_method = get_start_method
+    spawn.get_preparation_data = get_preparation_data
     try:
         yield
     finally:
-        if spawn.get_start_method is get_start_method:
-            spawn.get_start_method = original
+        if spawn.get_preparation_data is get_preparation_data:
+            spawn.get_preparation_data = original
 
 
 def _alive(pid: int) -> bool:
@@ -316,6 +317,7 @@ def _prewarm(handle: ForkserverPrewarm, start_method_env: str | None,
 
 def _prewarm_steps(handle: ForkserverPrewarm, start_method_env: str | None,
                    ready_timeout: float) -> None:
+    import json
     import multiprocessing
     import socket
     from multiprocessing import forkserver
@@ -326,6 +328,11 @@ def _prewarm_steps(handle: ForkserverPrewarm, start_method_env: str | None,
         handle._finish(False, reason)
         return
     server = forkserver._forkserver
+    guard_path = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                              "_forkserver_guard.py")
+    if not os.path.isfile(guard_path):  # e.g. installed in a zip: run_path would kill it
+        handle._finish(False, f"guard file not found: {guard_path}")
+        return
     if getattr(server, "_forkserver_pid", None) is not None:
         handle.pid = server._forkserver_pid
         handle._finish(True, "a forkserver was already running; its preload list was kept")
@@ -338,15 +345,16 @@ def _prewarm_steps(handle: ForkserverPrewarm, start_method_env: str | None,
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         sock.bind("\0" + address)
     try:
-        # Keep a preload list the target set itself; ours runs through the guard.
+        # A preload list the target set itself goes through the guard too, after ours.
         kept = [m for m in (getattr(server, "_preload_modules", None) or [])
-                if m != _GUARD_MODULE and not m.startswith(_GUARD_PREFIX)]
-        encoded = _GUARD_PREFIX + "|".join([address, *(m.replace(".", ":")
-                                                       for m in handle.preload)])
-        multiprocessing.set_forkserver_preload([*kept, _GUARD_MODULE, encoded])
+                if m != "__main__" and not m.startswith(_GUARD_PREFIX)]
+        plan = {"address": address, "modules": list(dict.fromkeys([*handle.preload, *kept])),
+                "sys_path": list(sys.path)}
+        encoded = _GUARD_PREFIX + json.dumps(plan).encode().hex()
+        multiprocessing.set_forkserver_preload(["__main__", encoded])
         before = multiprocessing.get_start_method(allow_none=True)
         t0 = tracer.now()
-        with _start_method_left_unset():
+        with _guarded_preparation_data(guard_path):
             forkserver.ensure_running()
         handle.pid = getattr(server, "_forkserver_pid", None)
         tracer.complete("forkserver.start", t0, cat="forkserver", pid=handle.pid)
