@@ -334,6 +334,7 @@ def test_headstart_variant_trace_and_charts(tmp_path):
     assert _procs_with(marker) == []
 
 
+@pytest.mark.slow  # evicting the whole dev venv (~90k files) takes ~10 s
 def test_cold_evicts_model_and_python_env(tmp_path):
     pytest.importorskip("headstart.pagecache.evict")
     pytest.importorskip("headstart.pagecache.residency")
