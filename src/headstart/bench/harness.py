@@ -74,6 +74,7 @@ class BenchConfig:
     grace: float = 10.0
     port_wait: float = 30.0
     poll_interval: float = 0.05
+    stop_signal: int = signal.SIGTERM
     env: dict[str, str] | None = None
     cwd: str | None = None
 
@@ -166,13 +167,18 @@ def run_bench(config: BenchConfig, say: Callable[[str], None] = lambda _m: None)
                 # the run still happens; the report says its cold start was not checked
                 eviction = {"error": f"{type(exc).__name__}: {exc}", "residual_percent": 100.0}
             if eviction["residual_percent"] > RESIDUAL_WARN_PERCENT:
+                why = ""
+                if eviction.get("stayed"):
+                    top = eviction["stayed"][0]
+                    why = f"; largest: {top['path']} ({'; '.join(top['reasons'])[:120]})"
                 msg = (f"{mode}/{variant.name}/{folder}: {eviction['residual_percent']:.1f} % "
-                       "of the evicted files stayed resident (mapped by a running process?)")
+                       f"of the evicted bytes stayed resident{why}")
                 result.warnings.append(msg)
                 log.warning("%s", msg)
         r = run_once(argv, config.probe, run_dir, timeout=config.timeout, env=config.env,
                      cwd=config.cwd, poll_interval=config.poll_interval, grace=config.grace,
-                     port_wait=config.port_wait, preexec_fn=preexec)
+                     port_wait=config.port_wait, preexec_fn=preexec,
+                     stop_signal=config.stop_signal)
         r.variant, r.mode, r.index, r.warmup = variant.name, mode, index, warmup
         r.eviction = eviction
         if throttles:

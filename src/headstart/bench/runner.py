@@ -113,14 +113,16 @@ def _signal_all(leader: int, sig: int) -> list[int]:
     return members
 
 
-def terminate_group(proc: subprocess.Popen, grace: float = 10.0) -> list[int]:
-    """SIGTERM the target's group and session, SIGKILL what is left after ``grace``, reap.
+def terminate_group(proc: subprocess.Popen, grace: float = 10.0,
+                    stop_signal: int = signal.SIGTERM) -> list[int]:
+    """Signal the target's group and session (``stop_signal``, SIGTERM by default), SIGKILL
+    what is left after ``grace`` seconds, reap.
 
     Returns the pids that had to be killed with SIGKILL. Never raises for processes that
     are already gone.
     """
     leader = proc.pid
-    _signal_all(leader, signal.SIGTERM)
+    _signal_all(leader, stop_signal)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
         proc.poll()  # reap the leader so it stops counting as a member
@@ -187,6 +189,7 @@ def run_once(
     grace: float = 10.0,
     port_wait: float = 30.0,
     preexec_fn: Callable[[], None] | None = None,
+    stop_signal: int = signal.SIGTERM,
 ) -> RunResult:
     """Launch ``argv``, time it until ``probe`` says ready, then tear the whole tree down.
 
@@ -266,7 +269,7 @@ def run_once(
     finally:
         with _deferred_signals():
             if proc is not None:
-                result.killed = terminate_group(proc, grace)
+                result.killed = terminate_group(proc, grace, stop_signal)
                 if result.exit_code is None and proc.returncode is not None and not result.ok:
                     result.exit_code = proc.returncode
             out.close()

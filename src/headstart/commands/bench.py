@@ -72,7 +72,11 @@ def add_parser(sub, name: str, help_text: str) -> argparse.ArgumentParser:
     p.add_argument("--port-wait", type=float, default=30.0, metavar="SECONDS",
                    help="how long to wait for the ready URL's port to be free (default 30)")
     p.add_argument("--grace", type=float, default=10.0, metavar="SECONDS",
-                   help="SIGTERM to SIGKILL delay when stopping a run (default 10)")
+                   help="stop signal to SIGKILL delay when stopping a run (default 10)")
+    p.add_argument("--stop-signal", metavar="SIG",
+                   help="signal that stops a run's process group (default TERM, and INT with "
+                        "--trace: uvicorn re-raises the stop signal after its shutdown, and "
+                        "only INT lets atexit handlers such as the trace writer run)")
     p.add_argument("--no-plot", action="store_true", help="write no PNG charts")
     p.add_argument("-v", "--verbose", action="count", default=0)
     p.add_argument("cmd", nargs=argparse.REMAINDER, help="the server command, after --")
@@ -186,6 +190,11 @@ def run(args: argparse.Namespace) -> int:
     if args.runs < 1:
         raise HeadstartError("--runs must be at least 1")
     disk_bps = parse_size(args.disk_bps) if args.disk_bps else None
+    name = (args.stop_signal or ("INT" if args.trace else "TERM")).upper()
+    try:
+        stop_signal = signal.Signals[name if name.startswith("SIG") else "SIG" + name]
+    except KeyError:
+        raise HeadstartError(f"--stop-signal {args.stop_signal!r}: unknown signal") from None
     probe = _probe(args)
     variants = _variants(args, cmd)
     out = args.out or os.path.join("bench-out", time.strftime("%Y%m%d-%H%M%S"))
@@ -212,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
         variants=variants, probe=probe, out_dir=out, modes=modes, runs=args.runs,
         timeout=args.timeout, evict_paths=evict_paths, disk_bps=disk_bps,
         throttle_paths=evict_paths, trace=args.trace, warmup=not args.no_warmup,
-        grace=args.grace, port_wait=args.port_wait, env=env,
+        grace=args.grace, port_wait=args.port_wait, env=env, stop_signal=stop_signal,
     )
     _say(f"{len(variants)} variant(s) x {len(modes)} mode(s) x {args.runs} run(s); "
          f"output in {out}")
