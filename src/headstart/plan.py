@@ -47,6 +47,7 @@ class StartupPlan:
     forkserver: bool = False
     forkserver_reason: str = ""
     forkserver_env: dict[str, str] = field(default_factory=dict)
+    start_method_env: str | None = None
     trace: str | None = None
     verbose: int = 0
 
@@ -116,9 +117,14 @@ def build_plan(opts: RunOptions, argv: list[str], env: Mapping[str, str] | None 
     elif not facts.loads_weights and not requested:
         plan.forkserver_reason = "this command starts no workers"
     else:
-        from headstart.procs.forkserver import should_prewarm
+        from headstart.procs.forkserver import (
+            forkserver_environ,
+            should_prewarm,
+            start_method_env_for,
+        )
 
         plan.forkserver, plan.forkserver_reason = should_prewarm(facts.adapter, env, requested)
-        if plan.forkserver and facts.forkserver_env and facts.forkserver_env not in env:
-            plan.forkserver_env[facts.forkserver_env] = "forkserver"
+        if plan.forkserver:
+            plan.forkserver_env = dict(forkserver_environ(facts.adapter, env))
+            plan.start_method_env = start_method_env_for(facts.adapter)
     return plan

@@ -55,13 +55,20 @@ def start_background(plan: StartupPlan) -> Started:
             started.preload = preload(list(plan.preload))
         except Exception as exc:
             _record(started, "preload", exc)
-    for name, value in plan.forkserver_env.items():
-        os.environ[name] = value
     if plan.forkserver:
         try:
+            # The prewarm thread needs these; import them here (point 3 above).
+            import json  # noqa: F401
+            import multiprocessing.forkserver  # noqa: F401
+            import multiprocessing.spawn  # noqa: F401
+            import socket  # noqa: F401
+
             from headstart.procs.forkserver import prewarm_forkserver
 
-            started.forkserver = prewarm_forkserver(list(plan.preload))
+            # environ is applied before the forkserver starts: workers inherit *its* env.
+            started.forkserver = prewarm_forkserver(
+                list(plan.preload), start_method_env=plan.start_method_env,
+                environ=plan.forkserver_env)
         except Exception as exc:
             _record(started, "forkserver prewarm", exc)
     if plan.prefetch:
