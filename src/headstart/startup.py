@@ -59,7 +59,7 @@ def start_background(plan: StartupPlan) -> Started:
         try:
             # The prewarm thread needs these; import them here (point 3 above).
             import json  # noqa: F401
-            import multiprocessing.forkserver  # noqa: F401
+            import multiprocessing.forkserver
             import multiprocessing.spawn  # noqa: F401
             import socket  # noqa: F401
 
