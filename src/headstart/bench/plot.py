@@ -146,6 +146,7 @@ def plot_timeline(runs: Sequence[RunResult], path: str, max_names: int = 14) -> 
                      + (f" (ready {r.seconds:.2f} s)" if r.seconds is not None else ""),
                      fontsize=9)
         ax.grid(axis="x", alpha=0.3)
+    axes[-1, 0].set_xlim(left=0)
     axes[-1, 0].set_xlabel("seconds since launch (dashed: ready)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
