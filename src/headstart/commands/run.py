@@ -92,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
         return _exec(plan.argv)
 
     started = startup.start_background(plan)
+    if plan.trace:
+        _write_trace_when_done(plan.trace, started)
     if plan.verbose and started.errors:
         for err in started.errors:
             _say(err)
@@ -150,6 +152,24 @@ def _write_trace_at_exit(path: str) -> None:
     import atexit
 
     atexit.register(_flush_trace, os.path.abspath(path))
+
+
+def _write_trace_when_done(path: str, started) -> None:
+    """Also write the trace once the background work is over: servers stopped by SIGTERM
+    (uvicorn re-raises it) never run atexit handlers."""
+    import threading
+
+    path = os.path.abspath(path)
+
+    def wait_then_write() -> None:
+        for handle in (started.preload, started.forkserver):
+            if handle is not None:
+                handle.wait()
+        if started.prefetch_thread is not None:
+            started.prefetch_thread.join()
+        _flush_trace(path)
+
+    threading.Thread(target=wait_then_write, name="headstart-trace", daemon=True).start()
 
 
 def _report_at_exit(started) -> None:

@@ -1,0 +1,107 @@
+"""``headstart demo``: see what headstart saves, on this machine, in one command.
+
+Creates a demo model once (random weights, Qwen2-shaped, a locally trained tokenizer; kept
+in headstart's cache folder), then runs ``headstart bench`` on the real
+``transformers serve``: baseline against ``headstart run``, cold and warm, timed from launch
+until a chat completion succeeds. As root the disk is throttled (default 300 MB/s, a network
+volume's speed) for the server and its children; otherwise it runs unthrottled and says so.
+
+Needs the demo extra: ``pip install 'headstart[demo]'``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+
+__all__ = ["add_parser", "run"]
+
+DEFAULT_PORT = 8765
+
+
+def add_parser(sub, name: str, help_text: str) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help_text, description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size", default="2G", help="demo model size (default 2G)")
+    p.add_argument("--runs", type=int, default=3, help="runs per variant and mode (default 3)")
+    p.add_argument("--modes", default="cold,warm", help="cold, warm or cold,warm (default)")
+    p.add_argument("--disk-bps", default=None, metavar="SIZE",
+                   help="throttle reads to SIZE per second (default 300MB as root, "
+                        "'none' to disable)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT)
+    p.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS")
+    p.add_argument("--out", help="output folder (default ./bench-out/demo-TIMESTAMP)")
+    p.add_argument("--model-dir", help="use or create the demo model here instead of the cache")
+    p.add_argument("--no-plot", action="store_true", help="write no PNG chart")
+    p.add_argument("-v", "--verbose", action="count", default=0)
+    p.set_defaults(func=run)
+    return p
+
+
+def _say(msg: str) -> None:
+    print(f"headstart demo: {msg}", file=sys.stderr, flush=True)
+
+
+def _transformers_cli() -> str:
+    from headstart.bench.demo_model import MissingExtraError
+
+    beside = os.path.join(os.path.dirname(sys.executable), "transformers")
+    cli = beside if os.access(beside, os.X_OK) else shutil.which("transformers")
+    if not cli:
+        raise MissingExtraError("the `transformers` command was not found: "
+                                "pip install 'headstart[demo]'")
+    return cli
+
+
+def _demo_model(args: argparse.Namespace) -> str:
+    from headstart.bench.demo_model import make_demo_model
+    from headstart.settings import headstart_cache
+
+    folder = args.model_dir or os.path.join(headstart_cache(), "demo",
+                                            f"qwen2-{args.size.lower()}-seed0")
+    if os.path.isfile(os.path.join(folder, "headstart_demo.json")):
+        _say(f"using the demo model in {folder}")
+        return folder
+    _say(f"creating a {args.size} demo model in {folder} (once)")
+    return str(make_demo_model(folder, size=args.size, arch="qwen2", seed=0))
+
+
+def _throttle(args: argparse.Namespace) -> tuple[str | None, str]:
+    if args.disk_bps and args.disk_bps.lower() != "none":
+        return args.disk_bps, f"disk throttled to {args.disk_bps}/s"
+    if args.disk_bps:
+        return None, "disk not throttled (--disk-bps none)"
+    if os.geteuid() == 0:
+        return "300MB", "disk throttled to 300MB/s (a network volume's speed; root)"
+    return None, "disk not throttled: throttling needs root (run as root or pass --disk-bps)"
+
+
+def run(args: argparse.Namespace) -> int:
+    import time
+
+    from headstart.cli import build_parser
+
+    cli = _transformers_cli()
+    model = _demo_model(args)
+    disk_bps, note = _throttle(args)
+    _say(note)
+    url = f"http://127.0.0.1:{args.port}/v1/chat/completions"
+    body = {"model": model, "messages": [{"role": "user", "content": "Hello"}],
+            "max_tokens": 8, "temperature": 0, "stream": False}
+    out = args.out or os.path.join("bench-out", time.strftime("demo-%Y%m%d-%H%M%S"))
+    argv = ["bench", "--ready-request", url, json.dumps(body), "--model", model,
+            "--runs", str(args.runs), "--modes", args.modes, "--timeout", str(args.timeout),
+            "--out", out]
+    if disk_bps:
+        argv += ["--disk-bps", disk_bps]
+    if args.no_plot:
+        argv.append("--no-plot")
+    argv += ["-v"] * args.verbose
+    argv += ["--", cli, "serve", "--host", "127.0.0.1", "--port", str(args.port), model]
+    # A local folder needs no hub: without this, transformers retries the network first.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    bench_args = build_parser("bench").parse_args(argv)
+    return int(bench_args.func(bench_args) or 0)
