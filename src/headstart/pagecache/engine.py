@@ -59,6 +59,7 @@ DEFAULT_METHOD = "populate"
 _PAGE = syscalls.PAGE_SIZE
 _OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
 _NOATIME = getattr(os, "O_NOATIME", 0)
+POPULATE_WINDOW = 64 * 2**20  # largest mapping one populate call covers (see above)
 
 
 @dataclass
@@ -140,6 +141,10 @@ class Prefetch:
         self._ranges_left: dict[tuple[int, int], int] = {}
         self._blocks_total = 0
         self._workers_started = False
+        self._workers_alive = 0
+        # plan (and check residency) only a little ahead of the workers: two takes each
+        per_take = max(1, POPULATE_WINDOW // block_size) if self._method == "populate" else 1
+        self._queue_max = 2 * workers * per_take
         self._planning = True
         self._cancel = threading.Event()
         self._done = threading.Event()
@@ -245,6 +250,7 @@ class Prefetch:
     def _start_workers(self, count: int) -> None:
         with self._cond:
             self._active += count
+            self._workers_alive += count
         for i in range(count):
             t = threading.Thread(target=self._work_safely, name=f"headstart-prefetch-{i}",
                                  daemon=True)
@@ -420,8 +426,9 @@ class Prefetch:
         """Queue the blocks of one range. Returns (budget used, bytes cut) - cut is None
         unless the budget ran out inside this range."""
         bs = self._block_size
-        # mmap faults read ahead up to one readahead window past the mapping: read exactly
-        # (pread, readahead off) where that would leave the range or exceed the budget
+        # mmap faults read around, up to about a readahead window before and after the
+        # mapping: read exactly (pread, readahead off) where that would leave the range
+        # or exceed the budget
         margin = 2 * _readahead_bytes(entry.key[0]) if self._method == "populate" else 0
         whole = None
         if self._skip_resident or budget is not None:
@@ -459,7 +466,8 @@ class Prefetch:
                         used += allowed
                     return used, planned_here - done_here - allowed
                 exact = bool(margin) and (
-                    (seg_end < entry.size and stop + margin > seg_end)
+                    (seg_off > 0 and pos - margin < seg_off)
+                    or (seg_end < entry.size and stop + margin > seg_end)
                     or (budget is not None and used + cost + margin > budget))
                 self._enqueue(entry, pos, n, exact)
                 used += cost
@@ -472,9 +480,12 @@ class Prefetch:
             self._start_workers(max(1, min(self._workers, self._blocks_total)))
         with self._cond:
             # back-pressure: plan (and check residency) only a few blocks ahead of the
-            # workers; this also bounds the fds held open to ~3 per worker
-            while not self._cancel.is_set() and len(self._queue) >= 2 * self._workers:
+            # workers; this also bounds the fds held open
+            while (not self._cancel.is_set() and self._workers_alive
+                   and len(self._queue) >= self._queue_max):
                 self._cond.wait(0.5)
+            if self._cancel.is_set() or not self._workers_alive:
+                return
             entry.blocks_left += 1
             entry.planned += length
             self._queue.append((entry, offset, length, exact))
@@ -504,9 +515,15 @@ class Prefetch:
             log.debug("prefetch worker failed", exc_info=True)
             self._error("<worker>", f"internal error: {type(exc).__name__}: {exc}")
         finally:
+            with self._cond:
+                self._workers_alive -= 1
+                self._cond.notify_all()
             self._thread_exit()
 
-    def _next(self) -> tuple[_File, int, int, bool] | None:
+    def _next(self) -> tuple[_File, int, int, bool, int] | None:
+        """The next block, in order: (file, offset, length, exact, blocks). For populate,
+        contiguous blocks of one file at the head of the queue are taken together, up to
+        :data:`POPULATE_WINDOW`: a larger mapping costs far less CPU per byte."""
         with self._cond:
             while True:
                 if self._cancel.is_set():
@@ -519,9 +536,16 @@ class Prefetch:
                             self._cond.acquire()
                     return None
                 if self._queue:
-                    item = self._queue.popleft()
+                    entry, offset, length, exact = self._queue.popleft()
+                    count = 1
+                    if self._method == "populate" and not exact:
+                        q = self._queue
+                        while (q and q[0][0] is entry and q[0][1] == offset + length
+                               and not q[0][3] and length + q[0][2] <= POPULATE_WINDOW):
+                            length += q.popleft()[2]
+                            count += 1
                     self._cond.notify_all()
-                    return item
+                    return entry, offset, length, exact, count
                 if not self._planning:
                     return None
                 self._cond.wait()
@@ -533,7 +557,7 @@ class Prefetch:
             item = self._next()
             if item is None:
                 return
-            entry, offset, length, exact = item
+            entry, offset, length, exact, count = item
             try:
                 if entry.failed:
                     with self._lock:
@@ -554,7 +578,8 @@ class Prefetch:
                     self._stats.bytes_failed += length - got
                     entry.read += got
             finally:
-                self._block_finished(entry)
+                for _ in range(count):
+                    self._block_finished(entry)
             self._report()
 
     def _pread(self, entry: _File, offset: int, length: int, buf: memoryview) -> int:
@@ -577,7 +602,7 @@ class Prefetch:
 
     def _populate(self, entry: _File, offset: int, length: int) -> int:
         try:
-            syscalls.populate_read(entry.fd, offset, length, sequential=True)
+            syscalls.populate_read(entry.fd, offset, length)
             return length
         except OSError as exc:
             entry.failed = True

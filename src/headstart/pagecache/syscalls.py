@@ -26,7 +26,6 @@ from typing import NamedTuple
 
 __all__ = [
     "MADV_POPULATE_READ",
-    "MADV_SEQUENTIAL",
     "PAGE_SIZE",
     "TMPFS_LIKE",
     "CacheStat",
@@ -164,15 +163,15 @@ def mincore_trusted(st: os.stat_result) -> bool:
     return bool(mode & stat.S_IWOTH)
 
 
-def _map(fd: int, offset: int, length: int) -> tuple[int, int, int]:
-    """mmap ``[offset, offset+length)`` read-only; returns (address, mapped length, delta)."""
+def _map(fd: int, offset: int, length: int) -> tuple[int, int]:
+    """mmap ``[offset, offset+length)`` read-only (page aligned); returns (address, length)."""
     start = offset - offset % PAGE_SIZE
     size = length + (offset - start)
     addr = _lib().mmap(None, size, _PROT_READ, _MAP_SHARED, fd, start)
     if addr is None or addr == _MAP_FAILED:
         err = ctypes.get_errno()
         raise OSError(err, f"mmap: {os.strerror(err)}")
-    return addr, size, offset - start
+    return addr, size
 
 
 def mincore_resident(fd: int, offset: int, length: int) -> int:
@@ -180,14 +179,14 @@ def mincore_resident(fd: int, offset: int, length: int) -> int:
     if length <= 0:
         return 0
     lib = _lib()
-    addr, size, _delta = _map(fd, offset, length)
+    addr, size = _map(fd, offset, length)
     try:
         pages = (size + PAGE_SIZE - 1) // PAGE_SIZE
         vec = ctypes.create_string_buffer(pages)
         if lib.mincore(addr, size, vec) != 0:
             err = ctypes.get_errno()
             raise OSError(err, f"mincore: {os.strerror(err)}")
-        resident = sum(1 for b in vec.raw if b & 1)
+        resident = pages - vec.raw[:pages].count(0)  # only bit 0 is defined
     finally:
         lib.munmap(addr, size)
     return min(length, resident * PAGE_SIZE)
@@ -212,17 +211,16 @@ def populate_read_available() -> bool:
     return _populate_ok
 
 
-MADV_SEQUENTIAL = 2
-
-
-def populate_read(fd: int, offset: int, length: int, sequential: bool = True) -> None:
+def populate_read(fd: int, offset: int, length: int) -> None:
     """Read ``[offset, offset+length)`` into the page cache via a temporary read-only mapping.
 
     Raises ``OSError``: ``EINVAL`` when unsupported, ``EFAULT`` when the range is past EOF
     (the file shrank), ``EIO`` on a read error. Never SIGBUS: madvise reports, not faults.
+    Faults read around: up to about one readahead window (``read_ahead_kb``) before and
+    after the range can become resident too.
     """
     lib = _lib()
-    addr, size, _delta = _map(fd, offset, length)
+    addr, size = _map(fd, offset, length)
     try:
         if lib.madvise(addr, size, MADV_POPULATE_READ) != 0:
             err = ctypes.get_errno()
