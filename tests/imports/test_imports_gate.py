@@ -21,6 +21,30 @@ HARNESS = Path(__file__).with_name("race_harness.py")
 SRC = Path(__file__).resolve().parents[2] / "src"
 
 
+def _interpreters() -> list[str]:
+    """This Python plus every other CPython 3.10-3.13 under pyenv: the races differ by
+    version, so the gate is tested on each (its subprocesses need only the stdlib + src)."""
+    import glob
+
+    found = [sys.executable]
+    root = os.environ.get("PYENV_ROOT", os.path.expanduser("~/.pyenv"))
+    mine = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    for minor in ("3.10", "3.11", "3.12", "3.13"):
+        candidates = sorted(glob.glob(f"{root}/versions/{minor}.*/bin/python{minor}"))
+        if minor != mine and candidates:
+            found.append(candidates[-1])
+    return found
+
+
+PYTHON = sys.executable
+
+
+@pytest.fixture(autouse=True, params=_interpreters(),
+                ids=lambda p: "py" + os.path.basename(p).removeprefix("python"))
+def _python(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys.modules[__name__], "PYTHON", request.param)
+
+
 def _env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SRC), env.get("PYTHONPATH")) if p)
@@ -33,14 +57,14 @@ def harness(tmp_path: Path, scenario: str, mode: str, runs: int, init_s: float =
     """Run the harness in a fresh interpreter; a hang fails the test through the timeout."""
     workdir = tmp_path / f"{scenario}-{mode}"
     proc = subprocess.run(
-        [sys.executable, str(HARNESS), scenario, mode, str(runs), str(workdir), str(init_s)],
+        [PYTHON, str(HARNESS), scenario, mode, str(runs), str(workdir), str(init_s)],
         capture_output=True, text=True, timeout=timeout, env=_env(**env))
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def run_script(code: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+    proc = subprocess.run([PYTHON, "-c", textwrap.dedent(code)], capture_output=True,
                           text=True, timeout=timeout, env=_env())
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     return proc
