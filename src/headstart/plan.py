@@ -29,6 +29,7 @@ class RunOptions:
     forkserver: bool | None = None
     trace: str | None = None
     verbose: int = 0
+    no_profile: bool | None = None
 
 
 @dataclass
@@ -50,11 +51,14 @@ class StartupPlan:
     start_method_env: str | None = None
     trace: str | None = None
     verbose: int = 0
+    # key of the startup profile to look for (headstart.profiles); None: none is used
+    profile_key: str | None = None
 
     def describe(self) -> str:
         bits = [f"adapter={self.adapter}", f"launch={self.launch.kind}"]
         bits.append(f"model={self.model}" if self.model else "model=none")
         bits.append("prefetch=on" if self.prefetch else f"prefetch=off ({self.prefetch_reason})")
+        bits.append(f"profile={self.profile_key or 'off'}")
         bits.append(f"preload={','.join(self.preload) or 'none'}")
         bits.append("forkserver=on" if self.forkserver else f"forkserver=off "
                     f"({self.forkserver_reason})")
@@ -97,6 +101,11 @@ def build_plan(opts: RunOptions, argv: list[str], env: Mapping[str, str] | None 
         plan.prefetch_reason = "this command loads no weights"
     else:
         plan.prefetch = True
+    if not no_prefetch and not (opts.no_profile or _env_flag(env, "HEADSTART_NO_PROFILE")):
+        # Only the key here (no I/O): the background thread looks the profile up.
+        from headstart.profiles.key import profile_key
+
+        plan.profile_key = profile_key(plan)[0]
 
     if opts.no_preload or _env_flag(env, "HEADSTART_NO_PRELOAD"):
         plan.preload = ()

@@ -16,6 +16,8 @@ processes see changes.
 ``HEADSTART_FORKSERVER``   true/false: ``--forkserver`` / ``--no-forkserver``
 ``HEADSTART_TRACE``        ``--trace FILE``
 ``HEADSTART_VERBOSE``      true: ``-v``
+``HEADSTART_NO_PROFILE``   true: ``--no-profile`` (ignore recorded startup profiles)
+``HEADSTART_PROFILE_WORKERS`` ``LIB,WEIGHTS`` reader threads of a profile replay
 =========================  ==========================================================
 
 Hugging Face and ModelScope variables are read with the precedence their own libraries use

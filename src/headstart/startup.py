@@ -71,7 +71,7 @@ def start_background(plan: StartupPlan) -> Started:
                 environ=plan.forkserver_env)
         except Exception as exc:
             _record(started, "forkserver prewarm", exc)
-    if plan.prefetch:
+    if plan.prefetch or plan.profile_key:
         try:
             _start_prefetch_thread(plan, started)
         except Exception as exc:
@@ -85,9 +85,14 @@ def _start_prefetch_thread(plan: StartupPlan, started: Started) -> None:
     from headstart.pagecache.engine import prefetch
     from headstart.procs.leader import lead
 
-    refs = [(plan.model, plan.revision), *plan.extra_refs]
+    refs = [(plan.model, plan.revision), *plan.extra_refs] if plan.prefetch else []
+    if plan.profile_key:
+        from headstart.profiles.replay import replay  # noqa: F401  (point 3 above)
+        from headstart.profiles.store import load_profile, validate  # noqa: F401
 
     def work() -> None:
+        if plan.profile_key and _replay_profile(plan, started, refs):
+            return  # the profile covered the model too: no whole-file plan
         for ref, revision in refs:
             try:
                 with tracer.span("resolve", cat="prefetch", model=ref) as info:
@@ -116,6 +121,51 @@ def _start_prefetch_thread(plan: StartupPlan, started: Started) -> None:
     started.prefetch_thread = thread
 
 
+def _replay_profile(plan: StartupPlan, started: Started, refs: list) -> bool:
+    """Replay a matching, still valid startup profile; False: none (use the whole-file plan).
+
+    One stat + one small JSON read, then a stat per recorded file, all in this background
+    thread. The model is resolved first when the plan has one, so a profile recorded for
+    another snapshot is refused.
+    """
+    from headstart.models.resolve import resolve_model
+    from headstart.procs.leader import lead
+    from headstart.profiles.replay import replay
+    from headstart.profiles.store import load_profile, validate
+
+    key = plan.profile_key
+    try:
+        with tracer.span("profile lookup", cat="prefetch", key=key) as info:
+            profile = load_profile(key)
+            info["found"] = profile is not None
+            if profile is None:
+                return False
+            snap = None
+            if refs:
+                ref, revision = refs[0]
+                snap = resolve_model(ref, revision=revision, cache_dir=plan.cache_dir,
+                                     hub=plan.hub)
+            checked = validate(profile, snap)
+            info.update(usable=checked.usable, reason=checked.reason,
+                        stale_files=len(checked.stale_files), bytes=checked.bytes)
+        if not checked.usable:
+            log.info("profile %s not used: %s", key, checked.reason)
+            return False
+        lock = lead(snap.key if snap is not None else f"profile:{key}")
+        if lock is None:
+            tracer.instant("prefetch skipped", cat="prefetch", key=key,
+                           reason="another process on this host prefetches it")
+            return True
+        try:
+            replay(checked, on_handle=started.prefetches.append)
+        finally:
+            lock.release()
+        return True
+    except Exception as exc:
+        _record(started, f"profile {key}", exc)
+        return False
+
+
 def start_detached_prefetch(plan: StartupPlan) -> None:
     """For an exec'd target: prefetch in a helper process that outlives the exec.
 
@@ -126,8 +176,9 @@ def start_detached_prefetch(plan: StartupPlan) -> None:
     import json
     import sys
 
-    spec = {"refs": [(plan.model, plan.revision), *plan.extra_refs],
-            "cache_dir": plan.cache_dir, "hub": plan.hub, "parent": os.getpid()}
+    spec = {"refs": [(plan.model, plan.revision), *plan.extra_refs] if plan.prefetch else [],
+            "cache_dir": plan.cache_dir, "hub": plan.hub, "parent": os.getpid(),
+            "profile": plan.profile_key}
     argv = [sys.executable, "-m", "headstart.procs.prefetch_helper", json.dumps(spec)]
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the forked child

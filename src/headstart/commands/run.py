@@ -30,6 +30,9 @@ def add_parser(sub, name: str, help_text: str) -> argparse.ArgumentParser:
                    help="import nothing in the background [HEADSTART_NO_PRELOAD=1]")
     p.add_argument("--no-prefetch", action="store_true", default=None,
                    help="read nothing ahead [HEADSTART_NO_PREFETCH=1]")
+    p.add_argument("--no-profile", action="store_true", default=None,
+                   help="ignore a recorded startup profile (`headstart record`) and read the "
+                        "model's whole files [HEADSTART_NO_PROFILE=1]")
     p.add_argument("--forkserver", action=argparse.BooleanOptionalAction, default=None,
                    help="prewarm a multiprocessing forkserver [HEADSTART_FORKSERVER]")
     p.add_argument("--trace", metavar="FILE", help="write a Chrome trace [HEADSTART_TRACE]")
@@ -80,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     from headstart import startup
 
     if not plan.launch.in_process:
-        if plan.prefetch:
+        if plan.prefetch or plan.profile_key:
             try:
                 startup.start_detached_prefetch(plan)
             except Exception as exc:
@@ -112,7 +115,7 @@ def _build(args: argparse.Namespace, cmd: list[str]):
         preload=[m.strip() for m in args.preload.split(",") if m.strip()]
         if args.preload is not None else None,
         no_preload=args.no_preload, no_prefetch=args.no_prefetch, forkserver=args.forkserver,
-        trace=args.trace, verbose=args.verbose,
+        trace=args.trace, verbose=args.verbose, no_profile=args.no_profile,
     )
     return build_plan(opts, cmd)
 

@@ -23,6 +23,39 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _replay_profile(spec: dict, parent: int) -> bool:
+    """Replay a matching startup profile (headstart.profiles); False: use the whole files."""
+    try:
+        from headstart.models.resolve import resolve_model
+        from headstart.procs.leader import lead
+        from headstart.profiles.replay import replay
+        from headstart.profiles.store import load_profile, validate
+
+        profile = load_profile(spec["profile"])
+        if profile is None:
+            return False
+        snap = None
+        if spec["refs"]:
+            ref, revision = spec["refs"][0]
+            snap = resolve_model(ref, revision=revision, cache_dir=spec.get("cache_dir"),
+                                 hub=spec.get("hub") or "auto")
+        checked = validate(profile, snap)
+        if not checked.usable:
+            return False
+        lock = lead(snap.key if snap is not None else f"profile:{spec['profile']}")
+        if lock is None:
+            return True
+        handles: list = []
+        try:
+            replay(checked, on_handle=handles.append,
+                   cancelled=lambda: not _alive(parent))
+        finally:
+            lock.release()
+        return True
+    except Exception:  # best-effort by contract
+        return False
+
+
 def main(argv: list[str]) -> int:
     from headstart.models.resolve import resolve_model
     from headstart.pagecache.engine import prefetch
@@ -30,6 +63,8 @@ def main(argv: list[str]) -> int:
 
     spec = json.loads(argv[0])
     parent = int(spec["parent"])
+    if spec.get("profile") and _replay_profile(spec, parent):
+        return 0
     for ref, revision in spec["refs"]:
         try:
             snap = resolve_model(ref, revision=revision, cache_dir=spec.get("cache_dir"),

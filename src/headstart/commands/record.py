@@ -1,0 +1,103 @@
+"""``headstart record [READY-OPTIONS] -- CMD ARGS...``: record what a cold start reads.
+
+Evicts the model's files and the target's Python installation from the page cache, runs
+CMD until it is ready (the same readiness options as ``headstart bench``), records which
+files its whole process tree opened first (fanotify as root, /proc/PID/maps sampling
+otherwise) and which of their pages were resident at readiness, then stops CMD.
+The profile is stored under headstart's cache folder; ``headstart run`` with the same
+command (same adapter, model, revision and interpreter) replays it. Exit status: 0 when a
+profile was written, 1 when the target never got ready.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(sub, name: str, help_text: str) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help_text, description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       usage="headstart record [OPTIONS] (--ready-url URL | --ready-request "
+                             "URL JSON | --ready-log REGEX | --until-exit) -- CMD [ARGS...]")
+    ready = p.add_argument_group("readiness (exactly one, as in headstart bench)")
+    how = ready.add_mutually_exclusive_group(required=True)
+    how.add_argument("--ready-url", metavar="URL", help="ready when GET URL answers 2xx")
+    how.add_argument("--ready-request", nargs=2, metavar=("URL", "JSON"),
+                     help="ready when POST URL with this JSON body (or @FILE) answers 2xx")
+    how.add_argument("--ready-log", metavar="REGEX",
+                     help="ready when a line of the target's stdout/stderr matches")
+    how.add_argument("--until-exit", action="store_true",
+                     help="record the whole command; exit status 0 is success")
+    p.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS")
+    p.add_argument("--model", help="model the command loads (default: read from CMD)")
+    p.add_argument("--revision", help="revision of the model")
+    p.add_argument("--cache-dir", help="Hugging Face cache folder")
+    p.add_argument("--hub", choices=["auto", "hf", "modelscope"])
+    p.add_argument("--evict", action="append", default=[], metavar="PATH",
+                   help="also evict this file or folder before recording (repeatable)")
+    p.add_argument("--mechanism", choices=["auto", "fanotify", "maps"], default="auto",
+                   help="how the file order is recorded (default: fanotify as root)")
+    p.add_argument("--out", metavar="DIR", help="keep the run's stdout/stderr here")
+    p.add_argument("--json", action="store_true", help="print the profile's summary as JSON")
+    p.add_argument("-v", "--verbose", action="count", default=0)
+    p.add_argument("cmd", nargs=argparse.REMAINDER, help="the command, after --")
+    p.set_defaults(func=run)
+    return p
+
+
+def _say(msg: str) -> None:
+    print(f"headstart record: {msg}", file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from headstart.commands.bench import _probe
+    from headstart.errors import HeadstartError
+    from headstart.profiles.record import record_startup
+    from headstart.sizes import format_size
+
+    cmd = list(args.cmd)
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    if not cmd:
+        raise HeadstartError("no command given (usage: headstart record [OPTIONS] -- CMD ...)")
+    for p in args.evict:
+        if not os.path.exists(p):
+            raise HeadstartError(f"--evict {p}: no such file or folder")
+    probe = _probe(args)
+    env = None
+    if args.ready_log and "PYTHONUNBUFFERED" not in os.environ:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+    run_dir = args.out or tempfile.mkdtemp(prefix="headstart-record-")
+    rec = record_startup(cmd, probe, os.path.abspath(run_dir), model=args.model,
+                         revision=args.revision, cache_dir=args.cache_dir, hub=args.hub,
+                         extra_evict=args.evict, timeout=args.timeout, env=env,
+                         mechanism=args.mechanism, say=_say if args.verbose else (lambda m: None))
+    for note in rec.notes:
+        if args.verbose:
+            _say(note)
+    if rec.profile is None:
+        r = rec.run
+        _say(f"the target was not ready ({getattr(r, 'reason', '')}); no profile written; "
+             f"its output is in {run_dir}")
+        return 1
+    prof = rec.profile
+    s = prof.stats
+    if args.json:
+        print(json.dumps({"key": prof.key, "path": rec.path, "mechanism": prof.mechanism,
+                          **s}, indent=2))
+    else:
+        print(f"profile {prof.key}")
+        print(f"  path        {rec.path}")
+        print(f"  mechanism   {prof.mechanism}")
+        print(f"  ready after {s['ready_seconds']:.2f} s (cold, recording)")
+        print(f"  files       {s['files']} ({s['ranges']} ranges)")
+        print(f"  bytes       {format_size(s['bytes'])} (libraries "
+              f"{format_size(s['library_bytes'])}, weights {format_size(s['weight_bytes'])})")
+    return 0

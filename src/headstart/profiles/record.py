@@ -1,0 +1,325 @@
+"""Record what a cold start reads: ``headstart record [READY-OPTIONS] -- CMD``.
+
+How, and why this combination (measured on ``transformers serve``, see README):
+
+1. The model's files and the target's Python installation are evicted from the page cache
+   (the same eviction and environment discovery as ``headstart bench`` cold runs).
+2. **Order** -- :class:`~headstart.profiles.fanotify.OpenRecorder` (root): the first open of
+   every regular file by the target's process tree, including exec, dlopen and
+   mmap-only files. Without root, :class:`~headstart.profiles.fanotify.MapsSampler` sees
+   only mapped files (shared libraries, mmap-ed weights); the other resident files of the
+   Python installation follow in path order, which replays them, but late.
+3. **Ranges** -- a residency diff: when the target is ready, the page-granular ``mincore``
+   map of every file in step 2 (and, without root, every file of the Python installation
+   and the model) gives the byte ranges that are resident. The files started cold, so
+   these are the pages the startup read (its reads plus the kernel's readahead, which is
+   what a cold start pays for anyway).
+
+What the residency diff misses: pages read and then evicted again before readiness
+(memory pressure), and -- for files outside the evicted set (``/usr/lib`` libraries the
+system keeps resident) -- it cannot tell the pages startup read from pages resident
+before; those files' resident pages are recorded whole (a replay skips them when resident,
+so this costs a ``cachestat`` call, not I/O). Files the tree *wrote* during startup
+(mtime changed) are left out: they are outputs, not inputs.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import mmap
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from headstart.profiles.store import FileEntry, Profile, dist_names
+
+__all__ = ["Recording", "record_startup", "resident_runs"]
+
+log = logging.getLogger(__name__)
+
+_PAGE = mmap.PAGESIZE
+_libc = None
+
+
+def _lib() -> ctypes.CDLL:
+    global _libc
+    if _libc is None:
+        lib = ctypes.CDLL(None, use_errno=True)
+        lib.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                             ctypes.c_int, ctypes.c_long]
+        lib.mmap.restype = ctypes.c_void_p
+        lib.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+        lib.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
+        _libc = lib
+    return _libc
+
+
+def resident_runs(path: str) -> list[tuple[int, int]]:
+    """Resident ``(offset, length)`` runs of a file, page granular, clipped to its size.
+
+    ``mincore`` on a read-only shared mapping (trusted as root or for files we may write;
+    see facts.md section 4). Raises OSError when the file cannot be opened or mapped.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        size = os.fstat(fd).st_size
+        if size <= 0:
+            return []
+        lib = _lib()
+        addr = lib.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+        if addr is None or addr == ctypes.c_void_p(-1).value:
+            err = ctypes.get_errno()
+            raise OSError(err, f"mmap {path}: {os.strerror(err)}")
+        try:
+            pages = (size + _PAGE - 1) // _PAGE
+            vec = ctypes.create_string_buffer(pages)
+            if lib.mincore(addr, size, vec) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, f"mincore {path}: {os.strerror(err)}")
+            raw = vec.raw[:pages]
+        finally:
+            lib.munmap(addr, size)
+    finally:
+        os.close(fd)
+    runs: list[tuple[int, int]] = []
+    i = 0
+    # bytes.find on b"\x00"/non-zero boundaries: fast for the long runs weights have
+    while i < pages:
+        if not raw[i] & 1:
+            j = raw.find(b"\x01", i)
+            if j < 0:
+                break
+            i = j
+            continue
+        j = raw.find(b"\x00", i)
+        j = pages if j < 0 else j
+        runs.append((i * _PAGE, min(size, j * _PAGE) - i * _PAGE))
+        i = j
+    return runs
+
+
+@dataclass
+class Recording:
+    """The outcome of :func:`record_startup`."""
+
+    profile: Profile | None
+    run: object  # headstart.bench.runner.RunResult
+    path: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+class _ReadyHook:
+    """Wraps a readiness probe: captures the recording the moment the target is ready,
+    before the bench runner tears the process tree down (shutdown reads are not startup)."""
+
+    def __init__(self, probe, on_ready: Callable[[], None]) -> None:
+        self._probe = probe
+        self._on_ready = on_ready
+        self.waits_for_exit = probe.waits_for_exit
+        self.kind = probe.kind
+
+    def start(self, stdout_path: str, stderr_path: str) -> None:
+        self._probe.start(stdout_path, stderr_path)
+
+    def check(self, deadline: float):
+        hit = self._probe.check(deadline)
+        if hit is not None:
+            self._on_ready()
+        return hit
+
+    def port(self):
+        return self._probe.port()
+
+    def describe(self) -> dict:
+        return self._probe.describe()
+
+
+def _under(path: str, roots: list[str]) -> bool:
+    return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
+
+
+def _walk_files(roots: list[str]) -> list[str]:
+    from headstart.pagecache.ranges import expand_paths
+
+    return [p for p in expand_paths(roots) if os.path.isfile(p)]
+
+
+def record_startup(
+    cmd: list[str],
+    probe,
+    run_dir: str,
+    *,
+    model: str | None = None,
+    revision: str | None = None,
+    cache_dir: str | None = None,
+    hub: str | None = None,
+    extra_evict: list[str] | None = None,
+    timeout: float = 300.0,
+    env: dict[str, str] | None = None,
+    mechanism: str = "auto",
+    save: bool = True,
+    say: Callable[[str], None] = lambda _m: None,
+) -> Recording:
+    """Run ``cmd`` cold until ``probe`` says ready and store what it read as a profile.
+
+    ``mechanism``: ``"fanotify"`` (root), ``"maps"`` (fallback) or ``"auto"``.
+    Returns the profile (None when the run never got ready) and the bench RunResult.
+    """
+    from headstart.bench.environment import find_interpreter, python_environment
+    from headstart.bench.runner import run_once
+    from headstart.pagecache.evict import evict
+    from headstart.plan import RunOptions, build_plan
+    from headstart.profiles import fanotify
+    from headstart.profiles.key import profile_key
+
+    notes: list[str] = []
+    plan = build_plan(RunOptions(model=model, revision=revision, cache_dir=cache_dir, hub=hub),
+                      cmd)
+    key, identity = profile_key(plan)
+
+    snapshot = None
+    if plan.model:
+        try:
+            from headstart.models.resolve import resolve_model
+
+            snapshot = resolve_model(plan.model, revision=plan.revision,
+                                     cache_dir=plan.cache_dir, hub=plan.hub)
+        except Exception as exc:
+            notes.append(f"model {plan.model} not resolved ({exc}); recording without it")
+    weights = {f.real_path for f in snapshot.weight_files} if snapshot else set()
+
+    interp = find_interpreter(cmd)
+    pyenv = python_environment(interp) if interp else None
+    env_roots = pyenv.evict_paths() if pyenv else []
+    site_dirs = [p for p in (pyenv.site_packages if pyenv else []) if os.path.isdir(p)]
+    evict_roots = list(env_roots)
+    if snapshot:
+        evict_roots += [f.real_path for f in snapshot.files]
+    evict_roots += [os.path.abspath(p) for p in (extra_evict or [])]
+
+    eviction = evict(evict_roots) if evict_roots else None
+    if eviction is not None:
+        total = sum(f.size for f in eviction.files if f.error is None)
+        left = sum(f.after for f in eviction.files if f.error is None)
+        notes.append(f"evicted {len(eviction.files)} files, {left} of {total} bytes stayed "
+                     "resident")
+
+    if mechanism == "auto":
+        mechanism = "fanotify" if fanotify.fanotify_available()[0] else "maps"
+    mark_paths = ["/", *evict_roots[:1], *env_roots, os.getcwd()]
+    if snapshot:
+        mark_paths += [snapshot.root, *sorted(weights)[:1]]
+    if mechanism == "fanotify":
+        recorder = fanotify.OpenRecorder(mark_paths)
+    elif mechanism == "maps":
+        recorder = fanotify.MapsSampler()
+        notes.append("no fanotify (needs root): file order from /proc/PID/maps sampling, "
+                     "unmapped files in path order")
+    else:
+        raise ValueError(f"unknown mechanism {mechanism!r} (fanotify, maps, auto)")
+
+    captured: dict = {}
+    t_start = time.time_ns()
+
+    def capture() -> None:
+        if captured:
+            return
+        t_ready = time.monotonic()
+        recorder.stop()
+        seen = recorder.ordered()
+        paths = [s.path for s in seen]
+        if mechanism == "maps":
+            candidates = _walk_files(env_roots) + [f.real_path for f in snapshot.files] \
+                if snapshot else _walk_files(env_roots)
+            known = set(paths)
+            paths += sorted(p for p in candidates if p not in known)
+        files: list[FileEntry] = []
+        ranges: list[tuple[int, int, int]] = []
+        skipped_written = 0
+        for path in paths:
+            try:
+                st = os.stat(path)
+                if st.st_mtime_ns >= t_start or st.st_ctime_ns >= t_start:
+                    skipped_written += 1  # written during startup: an output, not an input
+                    continue
+                runs = resident_runs(path)
+            except OSError:
+                continue
+            if not runs:
+                continue
+            real = os.path.realpath(path)
+            idx = len(files)
+            files.append(FileEntry(path=real, size=st.st_size, mtime_ns=st.st_mtime_ns,
+                                   inode=st.st_ino,
+                                   role="weights" if real in weights else "library"))
+            ranges += [(idx, off, n) for off, n in runs]
+        captured.update(files=files, ranges=ranges, seen=len(seen),
+                        skipped_written=skipped_written, ready_after=t_ready,
+                        scan_seconds=time.monotonic() - t_ready,
+                        events=recorder.events, overflow=recorder.overflow,
+                        evicted=[f.path for f in files if _under(f.path, evict_roots)])
+
+    recorder.start()
+    try:
+        say(f"recording {' '.join(cmd)} (cold, {mechanism})")
+        result = run_once(list(cmd), _ReadyHook(probe, capture), run_dir, timeout=timeout,
+                          env=env)
+        if result.ok:
+            capture()
+    finally:
+        if not captured:
+            recorder.stop()
+    if not result.ok:
+        return Recording(None, result, notes=[*notes, f"not ready: {result.reason}"])
+
+    files, ranges = captured["files"], captured["ranges"]
+    # Merge duplicate entries of one real path (a symlink and its target both opened).
+    merged_files: list[FileEntry] = []
+    index_of: dict[str, int] = {}
+    remap: dict[int, int] = {}
+    for i, f in enumerate(files):
+        if f.path in index_of:
+            remap[i] = index_of[f.path]
+        else:
+            index_of[f.path] = remap[i] = len(merged_files)
+            merged_files.append(f)
+    seen_ranges: set[tuple[int, int, int]] = set()
+    final: list[tuple[int, int, int]] = []
+    for i, off, n in ranges:
+        r = (remap[i], off, n)
+        if r not in seen_ranges:
+            seen_ranges.add(r)
+            final.append(r)
+    lib_bytes = sum(n for i, _o, n in final if merged_files[i].role != "weights")
+    profile = Profile(
+        key=key, identity=identity, files=merged_files, ranges=final, command=list(cmd),
+        snapshot={"root": snapshot.root, "commit": snapshot.commit, "source": snapshot.source}
+        if snapshot else None,
+        dists=dist_names(site_dirs), mechanism=recorder.mechanism,
+        stats={
+            "ready_seconds": round(result.seconds or 0.0, 3),
+            "files": len(merged_files),
+            "ranges": len(final),
+            "bytes": sum(n for _i, _o, n in final),
+            "library_bytes": lib_bytes,
+            "weight_bytes": sum(n for _i, _o, n in final) - lib_bytes,
+            "files_opened": captured["seen"],
+            "files_written_skipped": captured["skipped_written"],
+            "files_not_evicted": len(merged_files) - len(set(captured["evicted"])),
+            "events": captured["events"],
+            "queue_overflow": captured["overflow"],
+            "scan_seconds": round(captured["scan_seconds"], 3),
+            "python": pyenv.version if pyenv else None,
+            "interpreter": interp,
+            "recorder_python": sys.version.split()[0],
+        },
+    )
+    path = None
+    if save:
+        from headstart.profiles.store import save_profile
+
+        path = save_profile(profile)
+    return Recording(profile, result, path=path, notes=notes)
