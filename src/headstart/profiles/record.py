@@ -157,6 +157,7 @@ def record_startup(
     cache_dir: str | None = None,
     hub: str | None = None,
     extra_evict: list[str] | None = None,
+    evict_env: bool = True,
     timeout: float = 300.0,
     env: dict[str, str] | None = None,
     mechanism: str = "auto",
@@ -166,6 +167,8 @@ def record_startup(
     """Run ``cmd`` cold until ``probe`` says ready and store what it read as a profile.
 
     ``mechanism``: ``"fanotify"`` (root), ``"maps"`` (fallback) or ``"auto"``.
+    ``evict_env=False`` keeps the target's Python installation cached (its files are then
+    recorded with every resident page, see the module docstring).
     Returns the profile (None when the run never got ready) and the bench RunResult.
     """
     from headstart.bench.environment import find_interpreter, python_environment
@@ -195,10 +198,11 @@ def record_startup(
     pyenv = python_environment(interp) if interp else None
     env_roots = pyenv.evict_paths() if pyenv else []
     site_dirs = [p for p in (pyenv.site_packages if pyenv else []) if os.path.isdir(p)]
-    evict_roots = list(env_roots)
+    extra = [os.path.abspath(p) for p in (extra_evict or [])]
+    evict_roots = list(env_roots) if evict_env else []
     if snapshot:
         evict_roots += [f.real_path for f in snapshot.files]
-    evict_roots += [os.path.abspath(p) for p in (extra_evict or [])]
+    evict_roots += extra
 
     eviction = evict(evict_roots) if evict_roots else None
     if eviction is not None:
@@ -232,8 +236,9 @@ def record_startup(
         seen = recorder.ordered()
         paths = [s.path for s in seen]
         if mechanism == "maps":
-            candidates = _walk_files(env_roots) + [f.real_path for f in snapshot.files] \
-                if snapshot else _walk_files(env_roots)
+            candidates = _walk_files(env_roots + extra)
+            if snapshot:
+                candidates += [f.real_path for f in snapshot.files]
             known = set(paths)
             paths += sorted(p for p in candidates if p not in known)
         files: list[FileEntry] = []

@@ -1,0 +1,182 @@
+"""Profile store, keys, stale-file detection and the ``headstart profiles`` CLI.
+
+Real files in tmp_path, real stat results, real subprocesses for the CLI; no root needed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from headstart.pagecache.ranges import Range
+from headstart.plan import RunOptions, build_plan
+from headstart.profiles import store
+from headstart.profiles.key import identity_for, key_for, profile_key
+from headstart.profiles.store import FileEntry, Profile, load_profile, save_profile, validate
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("HEADSTART_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def _entry(path, role="library") -> FileEntry:
+    st = os.stat(path)
+    return FileEntry(path=str(path), size=st.st_size, mtime_ns=st.st_mtime_ns,
+                     inode=st.st_ino, role=role)
+
+
+def _profile(tmp_path, n=3, key="generic-x-0123") -> Profile:
+    files = []
+    tmp_path = tmp_path / key
+    tmp_path.mkdir(exist_ok=True)
+    for i in range(n):
+        p = tmp_path / f"f{i}.bin"
+        p.write_bytes(os.urandom(8192 * (i + 1)))
+        files.append(_entry(p, "weights" if i == n - 1 else "library"))
+    ranges = [(i, 0, 4096) for i in range(n)] + [(0, 4096, 4096)]
+    return Profile(key=key, identity={"adapter": "generic"}, files=files, ranges=ranges,
+                   command=["python", "x.py"], dists={}, mechanism="fanotify")
+
+
+def test_save_load_roundtrip_mode_0600_and_atomic(tmp_path, cache):
+    prof = _profile(tmp_path)
+    path = save_profile(prof)
+    assert path == os.path.join(str(cache), "profiles", prof.key + ".json")
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    back = load_profile(prof.key)
+    assert back is not None
+    assert back.ranges == prof.ranges and back.files == prof.files
+    assert back.created > 0
+    # A write that fails half-way leaves the old profile and no temp file behind.
+    bad = _profile(tmp_path)
+    bad.stats = {"unserialisable": object()}
+    with pytest.raises(TypeError):
+        save_profile(bad)
+    assert load_profile(prof.key).ranges == prof.ranges
+    assert os.listdir(os.path.dirname(path)) == [prof.key + ".json"]
+    # replacing keeps mode 0600 whatever the umask
+    old = os.umask(0)
+    try:
+        save_profile(_profile(tmp_path))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+def test_load_missing_or_corrupt_is_none(cache):
+    assert load_profile("nope") is None
+    os.makedirs(cache / "profiles")
+    (cache / "profiles" / "broken.json").write_text("{not json")
+    assert load_profile("broken") is None
+    with pytest.raises(ValueError):
+        store.profile_path("../escape")
+
+
+def test_key_changes_with_interpreter_model_revision_not_port():
+    a = identity_for("transformers", "org/m", None, ["transformers", "serve", "--port", "1"],
+                     "/venv1/bin/python")
+    same = identity_for("transformers", "org/m", None, ["transformers", "serve", "--port", "2"],
+                        "/venv1/bin/python")
+    assert key_for(a) == key_for(same)
+    for other in (
+        identity_for("transformers", "org/m", None, ["t"], "/venv2/bin/python"),
+        identity_for("transformers", "org/other", None, ["t"], "/venv1/bin/python"),
+        identity_for("transformers", "org/m", "v2", ["t"], "/venv1/bin/python"),
+        identity_for("vllm", "org/m", None, ["t"], "/venv1/bin/python"),
+    ):
+        assert key_for(other) != key_for(a)
+    # without a model, the command is what determines the reads
+    s1 = identity_for("generic", None, None, ["python", "a.py"], "/p")
+    s2 = identity_for("generic", None, None, ["python", "b.py"], "/p")
+    assert key_for(s1) != key_for(s2)
+    assert "/" not in key_for(a) and key_for(a).startswith("transformers-m-")
+
+
+def test_plan_key_matches_record_side_and_no_profile_switch(monkeypatch):
+    argv = [sys.executable, "-c", "pass"]
+    plan = build_plan(RunOptions(), argv, env={})
+    assert plan.profile_key == profile_key(plan)[0]
+    assert build_plan(RunOptions(no_profile=True), argv, env={}).profile_key is None
+    assert build_plan(RunOptions(), argv, env={"HEADSTART_NO_PROFILE": "1"}).profile_key is None
+    assert build_plan(RunOptions(no_prefetch=True), argv, env={}).profile_key is None
+
+
+def test_validate_splits_in_order_and_drops_changed_files(tmp_path):
+    prof = _profile(tmp_path, n=4)
+    ok = validate(prof)
+    assert ok.usable
+    assert [r.path for r in ok.libraries] == [prof.files[i].path for i in (0, 1, 2, 0)]
+    assert ok.weights == [Range(prof.files[3].path, 0, 4096)]
+    # one file rewritten with the same size: new mtime -> its ranges are dropped
+    os.utime(prof.files[1].path, ns=(1, 1))
+    checked = validate(prof)
+    assert checked.usable and checked.stale_files == [prof.files[1].path]
+    assert prof.files[1].path not in [r.path for r in checked.libraries]
+    # a replaced file (new inode) counts as changed too
+    p0 = prof.files[0].path
+    with open(p0, "rb") as fh:
+        data = fh.read()
+    with open(p0 + ".new", "wb") as fh:  # made while the old one exists: a new inode
+        fh.write(data)
+    os.utime(p0 + ".new", ns=(prof.files[0].mtime_ns, prof.files[0].mtime_ns))
+    os.replace(p0 + ".new", p0)
+    checked = validate(prof)
+    assert p0 in checked.stale_files
+    # most bytes changed: the whole profile is refused
+    os.unlink(prof.files[2].path)
+    checked = validate(prof)
+    assert not checked.usable and "changed" in checked.reason
+
+
+def test_validate_refuses_other_snapshot_and_changed_packages(tmp_path):
+    from headstart.models.snapshot import Snapshot
+
+    prof = _profile(tmp_path)
+    prof.snapshot = {"root": "/models/a", "commit": "abc", "source": "hf"}
+    assert validate(prof, Snapshot(ref="a", root="/models/a", files=(), commit="abc")).usable
+    other = validate(prof, Snapshot(ref="a", root="/models/a", files=(), commit="def"))
+    assert not other.usable and "def" in other.reason
+    site = tmp_path / "site"
+    (site / "torch-2.0.dist-info").mkdir(parents=True)
+    prof.dists = store.dist_names([str(site)])
+    assert prof.dists == {str(site): ["torch-2.0.dist-info"]}
+    assert validate(prof).usable
+    os.rename(site / "torch-2.0.dist-info", site / "torch-2.1.dist-info")
+    assert not validate(prof).usable
+
+
+def hs(*args: str, rc: int = 0) -> subprocess.CompletedProcess:
+    out = subprocess.run([sys.executable, "-m", "headstart", *args], capture_output=True,
+                         text=True, timeout=120, env=dict(os.environ))
+    assert out.returncode == rc, (out.returncode, out.stdout, out.stderr)
+    return out
+
+
+def test_profiles_cli(tmp_path, cache):
+    assert "no profiles" in hs("profiles", "list").stdout
+    assert json.loads(hs("profiles", "--json", "list").stdout) == []
+    assert "no profile" in hs("profiles", "show", "missing", rc=1).stderr
+    hs("profiles", "rm", "missing", rc=1)
+    hs("profiles", "rm", rc=2)
+    prof = _profile(tmp_path)
+    save_profile(prof)
+    save_profile(_profile(tmp_path, key="generic-y-4567"))
+    listed = hs("profiles", "list").stdout
+    assert prof.key in listed and "generic-y-4567" in listed
+    shown = json.loads(hs("profiles", "--json", "show", prof.key, "--ranges").stdout)
+    assert shown["valid"] is True and shown["files"] == 3
+    assert shown["ranges"][0] == [prof.files[0].path, 0, 4096]
+    os.unlink(prof.files[0].path)
+    text = hs("profiles", "show", prof.key).stdout
+    assert "changed" in text and prof.files[0].path in text
+    assert "removed" in hs("profiles", "rm", prof.key).stdout
+    assert load_profile(prof.key) is None
+    assert "removed 1 profile" in hs("profiles", "rm", "--all").stdout
+    assert store.list_profiles() == []

@@ -1,0 +1,173 @@
+"""``headstart record`` on a tiny real Python target, then replay under ``headstart run``.
+
+The target imports modules of a fixture package and reads two small parts of a 64 MiB
+data file; a decoy file beside it is never read. Everything runs as real processes on the
+real page cache (fixture files evicted with DONTNEED, residency by mincore/cachestat).
+The Python installation is not evicted (``--no-evict-env``): tests must not make the
+machine's other work cold.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from _pagecache_util import MiB, make_file, require_disk, resident
+from headstart.profiles.record import resident_runs
+from headstart.profiles.store import list_profiles
+
+root_only = pytest.mark.skipif(os.geteuid() != 0, reason="fanotify needs root")
+
+TARGET = """
+import os, sys, threading
+sys.path.insert(0, {fixture!r})
+if os.environ.get("MODE") == "replay":
+    # Wait for headstart's replay to finish, then exit without reading anything.
+    for t in threading.enumerate():
+        if t.name == "headstart-prefetch":
+            t.join()
+    sys.exit(0)
+import fixpkg
+import fixpkg.second
+with open({data!r}, "rb") as f:
+    f.seek(1 * 2**20)
+    f.read(65536)
+    f.seek(40 * 2**20)
+    f.read(4096)
+"""
+
+
+@pytest.fixture
+def fixture(tmp_path, monkeypatch):
+    require_disk(tmp_path)
+    monkeypatch.setenv("HEADSTART_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")  # replay must read what record saw
+    fx = tmp_path / "fx"
+    (fx / "fixpkg").mkdir(parents=True)
+    (fx / "fixpkg" / "__init__.py").write_text("from . import first\n")
+    (fx / "fixpkg" / "first.py").write_text("A = 1\n")
+    (fx / "fixpkg" / "second.py").write_text("B = 2\n")
+    (fx / "fixpkg" / "unused.py").write_text("C = 3\n")
+    data = make_file(fx / "data.bin", 64 * MiB)
+    decoy = make_file(fx / "decoy.bin", 8 * MiB)
+    script = fx / "target.py"
+    script.write_text(TARGET.format(fixture=str(fx), data=data))
+    os.sync()
+    return fx, script, data, decoy
+
+
+def hs(*args: str, env: dict | None = None, rc: int = 0) -> subprocess.CompletedProcess:
+    out = subprocess.run([sys.executable, "-m", "headstart", *args], capture_output=True,
+                         text=True, timeout=240, env=dict(os.environ, **(env or {})))
+    assert out.returncode == rc, (out.returncode, out.stdout, out.stderr)
+    return out
+
+
+def _record(fx, script, mechanism="auto"):
+    out = hs("record", "--until-exit", "--no-evict-env", "--evict", str(fx), "--json",
+             "--mechanism", mechanism, "--", sys.executable, str(script),
+             env={"MODE": "record"})
+    summary = json.loads(out.stdout)
+    [(key, prof)] = list_profiles()
+    assert key == summary["key"] and prof is not None
+    return prof
+
+
+def _ranges_of(prof, path):
+    return [(o, n) for i, o, n in prof.ranges if prof.files[i].path == os.path.realpath(path)]
+
+
+def _covers(ranges, offset, length):
+    return any(o <= offset and offset + length <= o + n for o, n in ranges)
+
+
+def _check_recorded(prof, fx, script, data, decoy):
+    order = [f.path for f in prof.files]
+    wanted = [str(script), str(fx / "fixpkg" / "__init__.py"), str(fx / "fixpkg" / "first.py"),
+              str(fx / "fixpkg" / "second.py"), data]
+    pos = [order.index(os.path.realpath(p)) for p in wanted]
+    assert pos == sorted(pos), f"first-touch order wrong: {pos}"
+    assert os.path.realpath(decoy) not in order
+    assert str(fx / "fixpkg" / "unused.py") not in order
+    got = _ranges_of(prof, data)
+    assert _covers(got, 1 * MiB, 65536) and _covers(got, 40 * MiB, 4096)
+    # 16-32 MiB was never read (readahead here is at most 8 MiB past a read)
+    assert not any(o < 32 * MiB and o + n > 16 * MiB for o, n in got)
+    assert all(f.size > 0 and f.inode > 0 and f.mtime_ns > 0 for f in prof.files)
+
+
+@root_only
+@pytest.mark.slow
+def test_record_then_replay_reads_exactly_the_recorded_ranges(fixture):
+    fx, script, data, decoy = fixture
+    prof = _record(fx, script)
+    assert prof.mechanism == "fanotify"
+    _check_recorded(prof, fx, script, data, decoy)
+
+    # Cold again, then `headstart run` with the same command replays the profile while
+    # the target only waits for the replay: whatever is resident now, replay read.
+    hs("evict", str(fx))
+    assert resident(data) == 0 and resident(decoy) == 0
+    hs("run", "--", sys.executable, str(script), env={"MODE": "replay"})
+    recorded = _ranges_of(prof, data)
+    assert resident_runs(data) == recorded
+    assert resident(decoy) == 0
+    assert resident(fx / "fixpkg" / "second.py") > 0
+    assert resident(fx / "fixpkg" / "unused.py") == 0
+
+    # --no-profile (and HEADSTART_NO_PROFILE) read nothing for a model-less command.
+    hs("evict", str(fx))
+    hs("run", "--no-profile", "--", sys.executable, str(script), env={"MODE": "replay"})
+    assert resident(data) == 0
+    hs("run", "--", sys.executable, str(script), env={"MODE": "replay",
+                                                       "HEADSTART_NO_PROFILE": "1"})
+    assert resident(data) == 0
+
+
+@root_only
+@pytest.mark.slow
+def test_replay_skips_a_changed_file(fixture):
+    fx, script, data, _decoy = fixture
+    prof = _record(fx, script)
+    assert _ranges_of(prof, data)
+    os.utime(data, ns=(1, 1))  # the data file "changed": its pages may have moved
+    hs("evict", str(fx))
+    hs("run", "--", sys.executable, str(script), env={"MODE": "replay"})
+    assert resident(data) == 0
+    assert resident(fx / "fixpkg" / "second.py") > 0  # the rest is still replayed
+
+
+@pytest.mark.slow
+def test_record_without_fanotify_uses_maps_and_residency(fixture):
+    if os.geteuid() != 0:
+        pytest.skip("eviction of the fixture is checked; DONTNEED works unprivileged, but "
+                    "mincore is trusted only for writable files")
+    fx, script, data, decoy = fixture
+    prof = _record(fx, script, mechanism="maps")
+    assert prof.mechanism == "maps"
+    got = _ranges_of(prof, data)
+    assert _covers(got, 1 * MiB, 65536) and _covers(got, 40 * MiB, 4096)
+    assert os.path.realpath(decoy) not in [f.path for f in prof.files]
+
+
+def test_resident_runs_match_reads(tmp_path):
+    require_disk(tmp_path)
+    path = make_file(tmp_path / "f.bin", 16 * MiB)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)  # no readahead: exact pages
+        os.pread(fd, 8192, 4 * MiB)
+        os.pread(fd, 100, 10 * MiB + 10)
+    finally:
+        os.close(fd)
+    assert resident_runs(path) == [(4 * MiB, 8192), (10 * MiB, 4096)]
+    assert resident_runs(str(tmp_path / "f.bin")) == resident_runs(path)
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    assert resident_runs(str(empty)) == []
+    with pytest.raises(OSError):
+        resident_runs(str(tmp_path / "missing"))
