@@ -1,0 +1,58 @@
+"""A reduced `headstart demo`: a small generated model, 1 run per cell, the real
+`transformers serve`, cold and warm, baseline and headstart. Every run must become ready,
+both variants must answer the same greedy text, and the report must have every cell."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("tokenizers")
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_reduced_demo(tmp_path):
+    out = tmp_path / "out"
+    env = dict(os.environ, HEADSTART_CACHE=str(tmp_path / "cache"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "headstart", "demo", "--size", "30M", "--runs", "1",
+         "--disk-bps", "none", "--port", str(_free_port()), "--out", str(out), "--no-plot",
+         "--timeout", "240"],
+        env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+
+    results = json.loads((out / "results.json").read_text())
+    cells = {(s["mode"], s["variant"]): s for s in results["summary"]}
+    assert set(cells) == {(m, v) for m in ("cold", "warm") for v in ("baseline", "headstart")}
+    for cell in cells.values():
+        assert (cell["ok"], cell["failed"]) == (1, 0), cell
+        assert cell["median"] > 0
+    samples = [s for s in results["samples"] if not s.get("warmup")]
+    assert len(samples) == 4 and all(s["outcome"] == "ready" for s in samples), samples
+
+    answers = set()
+    for s in samples:
+        body = json.loads((out / s["response"]).read_text())
+        answers.add(body["choices"][0]["message"]["content"])
+    assert len(answers) == 1, answers  # greedy: headstart changes nothing the server says
+
+    report = (out / "report.md").read_text()
+    for mode in ("cold", "warm"):
+        for variant in ("baseline", "headstart"):
+            assert f"| {mode} | {variant} | 1/1 |" in report, report
+    # the model was created in headstart's cache folder, not in the working tree
+    assert any((tmp_path / "cache" / "demo").iterdir())
