@@ -23,13 +23,35 @@ from headstart.profiles.store import list_profiles
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="fanotify needs root")
 
 TARGET = """
-import os, sys, threading
+import os, sys, time
 sys.path.insert(0, {fixture!r})
+
+
+def helpers():
+    # headstart's replay helper of this process: after exec its argv names us as parent;
+    # before exec (just forked) it still has our command line.
+    mine = open("/proc/self/cmdline", "rb").read()
+    tag = ('"parent": %d' % os.getpid()).encode()
+    out = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            cmd = open("/proc/%s/cmdline" % name, "rb").read()
+        except OSError:
+            continue
+        if (b"prefetch_helper" in cmd and tag in cmd) or cmd == mine:
+            out.append(name)
+    return out
+
+
 if os.environ.get("MODE") == "replay":
-    # Wait for headstart's replay to finish, then exit without reading anything.
-    for t in threading.enumerate():
-        if t.name == "headstart-prefetch":
-            t.join()
+    # Wait for headstart's replay helper to finish, then exit without reading anything.
+    if os.environ.get("EXPECT_HELPER") == "1":
+        seen = helpers()
+        assert seen, "no replay helper was started"
+        while helpers():
+            time.sleep(0.01)
     sys.exit(0)
 import fixpkg
 import fixpkg.second
@@ -112,7 +134,7 @@ def test_record_then_replay_reads_exactly_the_recorded_ranges(fixture):
     # the target only waits for the replay: whatever is resident now, replay read.
     hs("evict", str(fx))
     assert resident(data) == 0 and resident(decoy) == 0
-    hs("run", "--", sys.executable, str(script), env={"MODE": "replay"})
+    hs("run", "--", sys.executable, str(script), env={"MODE": "replay", "EXPECT_HELPER": "1"})
     recorded = _ranges_of(prof, data)
     assert resident_runs(data) == recorded
     assert resident(decoy) == 0
@@ -136,7 +158,7 @@ def test_replay_skips_a_changed_file(fixture):
     assert _ranges_of(prof, data)
     os.utime(data, ns=(1, 1))  # the data file "changed": its pages may have moved
     hs("evict", str(fx))
-    hs("run", "--", sys.executable, str(script), env={"MODE": "replay"})
+    hs("run", "--", sys.executable, str(script), env={"MODE": "replay", "EXPECT_HELPER": "1"})
     assert resident(data) == 0
     assert resident(fx / "fixpkg" / "second.py") > 0  # the rest is still replayed
 

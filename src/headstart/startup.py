@@ -48,6 +48,20 @@ def _record(started: Started, what: str, exc: BaseException) -> None:
 def start_background(plan: StartupPlan) -> Started:
     """Start everything the plan asks for; returns at once, never raises."""
     started = Started()
+    replaying = False
+    if plan.profile_key and _profile_exists(plan.profile_key):
+        # A startup profile is replayed by a helper process, started before any thread of
+        # ours: thousands of small library reads from a thread of this process would wait
+        # for the GIL behind the imports they are meant to run ahead of (measured: 2.3 s
+        # instead of 0.5 s for 146 MB). The helper checks the profile, falls back to the
+        # whole-file plan when it is stale, and stops when this process exits.
+        try:
+            start_detached_prefetch(plan)
+            replaying = True
+            tracer.instant("profile replay", cat="prefetch", key=plan.profile_key,
+                           where="helper process")
+        except Exception as exc:
+            _record(started, "profile replay", exc)
     if plan.preload:
         try:
             from headstart.imports.preload import preload
@@ -71,7 +85,7 @@ def start_background(plan: StartupPlan) -> Started:
                 environ=plan.forkserver_env)
         except Exception as exc:
             _record(started, "forkserver prewarm", exc)
-    if plan.prefetch or plan.profile_key:
+    if (plan.prefetch or plan.profile_key) and not replaying:
         try:
             _start_prefetch_thread(plan, started)
         except Exception as exc:
@@ -119,6 +133,16 @@ def _start_prefetch_thread(plan: StartupPlan, started: Started) -> None:
     thread = threading.Thread(target=work, name="headstart-prefetch", daemon=True)
     thread.start()
     started.prefetch_thread = thread
+
+
+def _profile_exists(key: str) -> bool:
+    """One stat in the calling thread; the profile is read and checked by the helper."""
+    from headstart.profiles.key import profile_file
+
+    try:
+        return os.path.isfile(profile_file(key))
+    except (OSError, ValueError):
+        return False
 
 
 def _replay_profile(plan: StartupPlan, started: Started, refs: list) -> bool:

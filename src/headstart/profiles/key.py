@@ -18,9 +18,22 @@ try:  # 0.3 ms instead of hashlib's ~4 ms (it loads OpenSSL): this runs on the h
 except ImportError:  # pragma: no cover - every CPython has _blake2
     from hashlib import blake2b
 
-__all__ = ["identity_for", "key_for", "profile_key"]
+__all__ = ["identity_for", "key_for", "profile_file", "profile_key", "profiles_dir"]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def profiles_dir() -> str:
+    from headstart.settings import headstart_cache
+
+    return os.path.join(headstart_cache(), "profiles")
+
+
+def profile_file(key: str) -> str:
+    """Where the profile with this key is stored (it may not exist)."""
+    if not key or "/" in key or key.startswith("."):
+        raise ValueError(f"bad profile key {key!r}")
+    return os.path.join(profiles_dir(), key + ".json")
 
 
 def identity_for(adapter: str, model: str | None, revision: str | None,

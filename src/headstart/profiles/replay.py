@@ -51,6 +51,8 @@ def replay(validated: Validated, *, library_workers: int | None = None,
            cancelled: Callable[[], bool] = lambda: False) -> list[Any]:
     """Read the profile's ranges, blocking the calling (background) thread until done.
 
+    ``cancelled()`` is polled every 0.2 s; when it returns True the reads stop.
+
     ``on_handle`` gets each Prefetch handle as it starts (for stats and cancellation).
     Never raises for what the file system does (the engine records it in stats).
     """
@@ -69,7 +71,9 @@ def replay(validated: Validated, *, library_workers: int | None = None,
             handle = prefetch(ranges, workers=workers)
             on_handle(handle)
             handles.append(handle)
-            handle.wait()
+            while not handle.wait(0.2):
+                if cancelled():
+                    handle.cancel()
             st = handle.stats
             info["bytes_read"] = st.bytes_read
             info["bytes_skipped_resident"] = st.bytes_skipped_resident

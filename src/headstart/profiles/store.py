@@ -15,12 +15,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from headstart.pagecache.ranges import Range
+from headstart.profiles import key as _key
 
 __all__ = [
     "FORMAT",
@@ -99,19 +99,17 @@ class Profile:
 
 
 def profiles_dir() -> str:
-    from headstart.settings import headstart_cache
-
-    return os.path.join(headstart_cache(), "profiles")
+    return _key.profiles_dir()
 
 
 def profile_path(key: str) -> str:
-    if not key or "/" in key or key.startswith("."):
-        raise ValueError(f"bad profile key {key!r}")
-    return os.path.join(profiles_dir(), key + ".json")
+    return _key.profile_file(key)
 
 
 def save_profile(profile: Profile) -> str:
     """Write atomically with mode 0600; returns the path."""
+    import tempfile
+
     path = profile_path(profile.key)
     folder = os.path.dirname(path)
     os.makedirs(folder, mode=0o700, exist_ok=True)
