@@ -1,0 +1,108 @@
+"""`headstart run` really prefetches the target's model: in-process targets from a daemon
+thread, exec'd targets from a detached helper. Checked on the real page cache."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from _pagecache_util import MiB, drop, make_file, require_disk, resident
+
+PY = sys.executable
+
+
+@pytest.fixture
+def model(tmp_path):
+    require_disk(tmp_path)
+    d = tmp_path / "model"
+    d.mkdir()
+    (d / "config.json").write_text('{"model_type": "qwen2"}')
+    shards = [make_file(d / f"model-0000{i}-of-00002.safetensors", 8 * MiB) for i in (1, 2)]
+    decoy = make_file(d / "decoy.bin", 4 * MiB)  # not read: safetensors win
+    return d, shards, decoy
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ, XDG_RUNTIME_DIR="", HEADSTART_CACHE=extra.pop("cache", ""))
+    env.pop("HEADSTART_DISABLE", None)
+    env.update(extra)
+    return env
+
+
+WAIT_RESIDENT = textwrap.dedent("""
+    import os, sys, time
+    sys.path.insert(0, {tests!r})
+    from _pagecache_util import resident
+    paths = {paths!r}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if all(resident(p) == os.path.getsize(p) for p in paths):
+            print("resident")
+            break
+        time.sleep(0.02)
+    else:
+        print("cold")
+""")
+
+
+def test_in_process_target_gets_its_model_prefetched(model, tmp_path):
+    d, shards, decoy = model
+    code = WAIT_RESIDENT.format(tests=os.path.dirname(__file__), paths=shards)
+    trace = tmp_path / "trace.json"
+    out = subprocess.run([PY, "-m", "headstart", "run", "--model", str(d), "--trace", str(trace),
+                          "--", PY, "-c", code], env=_env(cache=str(tmp_path / "c")),
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "resident"
+    assert resident(decoy) == 0  # only what the server loads is read
+    names = {e["name"] for e in json.loads(trace.read_text())["traceEvents"]}
+    assert "resolve" in names and "target start" in names
+
+
+def test_no_prefetch_reads_nothing(model, tmp_path):
+    d, shards, _ = model
+    out = subprocess.run([PY, "-m", "headstart", "run", "--no-prefetch", "--model", str(d), "--",
+                          PY, "-c", "import time; time.sleep(1)"],
+                         env=_env(cache=str(tmp_path / "c")), capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert sum(resident(p) for p in shards) == 0
+
+
+def test_adapter_finds_the_model_in_the_command(model, tmp_path):
+    """The generic adapter reads --model-path from the target's own argv."""
+    d, shards, _ = model
+    script = tmp_path / "server.py"
+    script.write_text(WAIT_RESIDENT.format(tests=os.path.dirname(__file__), paths=shards))
+    out = subprocess.run([PY, "-m", "headstart", "run", "--", PY, str(script), "--model-path",
+                          str(d)], env=_env(cache=str(tmp_path / "c")), capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "resident"
+
+
+def test_exec_target_gets_a_detached_prefetch(model, tmp_path):
+    d, shards, _ = model
+    for p in shards:
+        drop(p)
+    # `sh` is not Python: headstart execs it and a double-forked helper prefetches.
+    wait = " ".join(f"[ \"$(fincore -nbo RES {p})\" = {os.path.getsize(p)} ] &&" for p in shards)
+    script = f"for i in $(seq 300); do {wait} echo resident && exit 0; sleep 0.1; done; echo cold"
+    out = subprocess.run([PY, "-m", "headstart", "run", "--model", str(d), "--", "sh", "-c",
+                          script], env=_env(cache=str(tmp_path / "c")), capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "resident"
+
+
+def test_bad_model_does_not_harm_the_target(tmp_path):
+    out = subprocess.run([PY, "-m", "headstart", "run", "-v", "--model", str(tmp_path / "nope"),
+                          "--", PY, "-c", "import time; time.sleep(0.5); print('ok')"],
+                         env=_env(cache=str(tmp_path / "c")), capture_output=True, text=True,
+                         timeout=60)
+    assert (out.returncode, out.stdout) == (0, "ok\n")
