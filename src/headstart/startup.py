@@ -202,7 +202,9 @@ def start_detached_prefetch(plan: StartupPlan) -> None:
 
     spec = {"refs": [(plan.model, plan.revision), *plan.extra_refs] if plan.prefetch else [],
             "cache_dir": plan.cache_dir, "hub": plan.hub, "parent": os.getpid(),
-            "profile": plan.profile_key}
+            "profile": plan.profile_key,
+            # the helper's own Chrome trace (wall_t0 aligns it with the target's)
+            "trace": os.path.abspath(plan.trace) + ".helper.json" if plan.trace else None}
     argv = [sys.executable, "-m", "headstart.procs.prefetch_helper", json.dumps(spec)]
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the forked child

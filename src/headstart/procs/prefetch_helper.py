@@ -63,6 +63,12 @@ def main(argv: list[str]) -> int:
 
     spec = json.loads(argv[0])
     parent = int(spec["parent"])
+    if spec.get("trace"):
+        import atexit
+
+        from headstart.trace import tracer
+
+        atexit.register(tracer.write, spec["trace"])
     if spec.get("profile") and _replay_profile(spec, parent):
         return 0
     for ref, revision in spec["refs"]:
