@@ -193,3 +193,25 @@ def test_resident_runs_match_reads(tmp_path):
     assert resident_runs(str(empty)) == []
     with pytest.raises(OSError):
         resident_runs(str(tmp_path / "missing"))
+
+
+def test_weight_sampler_orders_chunks_by_first_residency(tmp_path):
+    """A loader that reads the second half of a shard first is replayed in that order."""
+    from headstart.profiles.record import _WeightSampler
+
+    require_disk(tmp_path)
+    path = make_file(tmp_path / "w.safetensors", 16 * MiB)
+    sampler = _WeightSampler([path], chunk=4 * MiB)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
+        os.pread(fd, 4 * MiB, 12 * MiB)  # chunk 3 first
+        sampler.sample()
+        os.pread(fd, 4 * MiB, 8 * MiB)  # then chunk 2
+        sampler.sample()
+        os.pread(fd, 8 * MiB, 0)  # then chunks 0 and 1
+        sampler.sample()
+    finally:
+        os.close(fd)
+    order = sampler.order([(path, 0, 16 * MiB)], {path: 0})
+    assert order == [(path, 12 * MiB, 4 * MiB), (path, 8 * MiB, 4 * MiB), (path, 0, 8 * MiB)]
