@@ -313,6 +313,7 @@ def record_startup(
         sampler.stop()
         seen = recorder.ordered()
         paths = [s.path for s in seen]
+        first_open = {s.path: s.t for s in seen}
         if mechanism == "maps":
             candidates = _walk_files(env_roots + extra)
             if snapshot:
@@ -338,7 +339,8 @@ def record_startup(
             idx = len(files)
             files.append(FileEntry(path=real, size=st.st_size, mtime_ns=st.st_mtime_ns,
                                    inode=st.st_ino,
-                                   role="weights" if real in weights else "library"))
+                                   role="weights" if real in weights else "library",
+                                   t=round(first_open.get(path, 0.0), 4)))
             if real in weights:
                 weight_ranges += [(real, off, n) for off, n in runs]
             else:

@@ -50,6 +50,7 @@ class FileEntry:
     mtime_ns: int
     inode: int
     role: str = "library"  # "weights" (a model snapshot file) | "library" (anything else)
+    t: float = 0.0  # seconds from the recording's start to the first open (diagnostics)
 
     def matches(self, st: os.stat_result) -> bool:
         return (st.st_size == self.size and st.st_mtime_ns == self.mtime_ns
