@@ -7,10 +7,19 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Target", "add_model_options", "progress_display", "resolve_targets", "table"]
+__all__ = [
+    "Target",
+    "add_model_options",
+    "add_targets_parser",
+    "per_file_json",
+    "progress_display",
+    "resolve_targets",
+    "table",
+]
 
 
 @dataclass
@@ -26,6 +35,17 @@ class Target:
     def to_dict(self) -> dict[str, Any]:
         return {"arg": self.arg, "kind": self.kind, "root": self.root,
                 "files": len(self.files), "notes": self.notes}
+
+
+def add_targets_parser(sub: argparse._SubParsersAction, name: str, help_text: str,
+                       description: str | None) -> argparse.ArgumentParser:
+    """The subcommand parser ``prefetch``, ``status`` and ``evict`` share: ``MODEL|PATH...``
+    and the model options (the caller adds its own options and ``set_defaults``)."""
+    p = sub.add_parser(name, help=help_text, description=description,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("targets", nargs="+", metavar="MODEL|PATH")
+    add_model_options(p)
+    return p
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
@@ -80,7 +100,19 @@ def resolve_targets(args: argparse.Namespace, *, model_folders: bool) -> list[Ta
     return targets
 
 
-def progress_display(enabled: bool | None, label: str):
+def per_file_json(targets: list[Target], doc: dict[str, Any]) -> str:
+    """``doc`` (a ``to_dict()`` whose ``files`` rows follow ``targets``' files in order) with
+    each row's display name and the resolved targets, as the ``--json`` text."""
+    import json
+
+    names = [name for t in targets for _path, name in t.files]
+    for row, name in zip(doc["files"], names, strict=True):
+        row["name"] = name
+    return json.dumps({"targets": [t.to_dict() for t in targets], **doc}, indent=2)
+
+
+def progress_display(enabled: bool | None, label: str
+                     ) -> tuple[Callable[[Any], None] | None, Callable[[], None]]:
     """A ``progress(stats)`` callback and a ``close()``: tqdm if installed, else a plain
     updating line; only when stderr is a terminal unless ``enabled`` forces it."""
     if enabled is None:

@@ -27,7 +27,8 @@ import time
 __all__ = ["add_parser", "run"]
 
 
-def add_parser(sub, name: str, help_text: str) -> argparse.ArgumentParser:
+def add_parser(sub: argparse._SubParsersAction, name: str, help_text: str
+               ) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=help_text, description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        usage="headstart bench [OPTIONS] (--ready-url URL | --ready-request URL "

@@ -22,7 +22,8 @@ __all__ = ["add_parser", "run"]
 DEFAULT_PORT = 8765
 
 
-def add_parser(sub, name: str, help_text: str) -> argparse.ArgumentParser:
+def add_parser(sub: argparse._SubParsersAction, name: str, help_text: str
+               ) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=help_text, description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", default="2G", help="demo model size (default 2G)")

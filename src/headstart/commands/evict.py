@@ -15,24 +15,21 @@ Exit status 0 (also when some pages stayed: see the reasons); 2 on bad input.
 from __future__ import annotations
 
 import argparse
-import json
 
 __all__ = ["add_parser", "run"]
 
 
-def add_parser(sub, name: str, help_text: str) -> argparse.ArgumentParser:
-    from headstart.commands._pagecache_common import add_model_options
+def add_parser(sub: argparse._SubParsersAction, name: str, help_text: str
+               ) -> argparse.ArgumentParser:
+    from headstart.commands._pagecache_common import add_targets_parser
 
-    p = sub.add_parser(name, help=help_text, description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("targets", nargs="+", metavar="MODEL|PATH")
-    add_model_options(p)
+    p = add_targets_parser(sub, name, help_text, __doc__)
     p.set_defaults(func=run)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    from headstart.commands._pagecache_common import resolve_targets, table
+    from headstart.commands._pagecache_common import per_file_json, resolve_targets, table
     from headstart.pagecache.evict import evict
     from headstart.sizes import format_size
 
@@ -40,10 +37,7 @@ def run(args: argparse.Namespace) -> int:
     names = [name for t in targets for _p, name in t.files]
     result = evict([path for t in targets for path, _n in t.files])
     if args.json:
-        doc = result.to_dict()
-        for row, name in zip(doc["files"], names, strict=True):
-            row["name"] = name
-        print(json.dumps({"targets": [t.to_dict() for t in targets], **doc}, indent=2))
+        print(per_file_json(targets, result.to_dict()))
         return 0
     rows = [["FILE", "SIZE", "BEFORE", "AFTER", "NOTE"]]
     for f, name in zip(result.files, names, strict=True):

@@ -30,13 +30,11 @@ import sys
 __all__ = ["add_parser", "run"]
 
 
-def add_parser(sub, name: str, help_text: str) -> argparse.ArgumentParser:
-    from headstart.commands._pagecache_common import add_model_options
+def add_parser(sub: argparse._SubParsersAction, name: str, help_text: str
+               ) -> argparse.ArgumentParser:
+    from headstart.commands._pagecache_common import add_targets_parser
 
-    p = sub.add_parser(name, help=help_text, description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("targets", nargs="+", metavar="MODEL|PATH")
-    add_model_options(p)
+    p = add_targets_parser(sub, name, help_text, __doc__)
     p.add_argument("--workers", type=int, default=8, help="reader threads (default 8)")
     p.add_argument("--block-size", default="16MiB", help="bytes per read (default 16MiB)")
     p.add_argument("--budget", default="auto",
