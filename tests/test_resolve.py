@@ -455,7 +455,7 @@ def test_dangling_symlink_loop_and_folder_are_skipped_with_notes(tmp_path):
     notes = "\n".join(snap.notes)
     assert "model-00002-of-00002.safetensors: dangling symlink -> ../blobs/deadbeef" in notes
     assert "loop1.json: symlink loop" in notes
-    assert "extra.safetensors: a folder" in notes
+    assert "extra.safetensors: is a directory" in notes
 
 
 def _resolve_in_thread(*args, **kwargs):
@@ -488,8 +488,8 @@ def test_fifo_named_like_weights_and_index_never_blocks(tmp_path):
     assert names(snap) == ["config.json", "model-00001-of-00002.safetensors",
                            "model-00002-of-00002.safetensors"]
     notes = "\n".join(snap.notes)
-    assert "model.safetensors: a FIFO" in notes
-    assert "tokenizer.json: a FIFO" in notes
+    assert "model.safetensors: is a FIFO" in notes
+    assert "tokenizer.json: is a FIFO" in notes
 
 
 def test_fifo_given_as_the_reference(tmp_path):

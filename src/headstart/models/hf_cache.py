@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from headstart import settings
 from headstart.errors import RevisionNotFoundError
-from headstart.models.select import read_small_regular_file
+from headstart.pagecache.pathcheck import read_small_regular_file
 
 __all__ = [
     "COMMIT_HASH_RE",

@@ -32,7 +32,7 @@ import os
 from dataclasses import dataclass
 
 from headstart import settings
-from headstart.models.select import read_small_regular_file
+from headstart.pagecache.pathcheck import read_small_regular_file
 
 __all__ = ["MsLocation", "candidate_dirs", "locate", "modelscope_root", "selected_by_env"]
 

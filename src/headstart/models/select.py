@@ -40,22 +40,20 @@ weight files are skipped with a note. Two names that lead to one file (same ``st
 
 from __future__ import annotations
 
-import errno
 import fnmatch
 import json
 import os
 import re
-import stat
 from collections.abc import Iterable, Sequence
 
 from headstart.models.snapshot import Role, SnapshotFile
+from headstart.pagecache.pathcheck import check_path, read_small_regular_file
 
 __all__ = [
     "SIDECAR_PATTERNS",
     "WEIGHT_SUFFIXES",
     "NoLoadableFilesError",
     "natural_key",
-    "read_small_regular_file",
     "role_of",
     "select_files",
     "single_file",
@@ -105,33 +103,13 @@ def role_of(name: str) -> Role:
     return "sidecar"
 
 
-def _kind(mode: int) -> str:
-    if stat.S_ISDIR(mode):
-        return "a folder"
-    if stat.S_ISFIFO(mode):
-        return "a FIFO"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    return "not a regular file"
-
-
 def _stat_regular(path: str, name: str, notes: list[str]) -> os.stat_result | None:
     """``os.stat`` (following symlinks, opening nothing); ``None`` plus a note unless regular."""
-    try:
-        st = os.stat(path)
-    except OSError as exc:
-        if exc.errno == errno.ENOENT and os.path.islink(path):
-            notes.append(f"skipped {name}: dangling symlink -> {_readlink(path)}")
-        elif exc.errno == errno.ELOOP:
-            notes.append(f"skipped {name}: symlink loop")
-        else:
-            notes.append(f"skipped {name}: {exc.strerror or exc}")
-        return None
-    if not stat.S_ISREG(st.st_mode):
-        notes.append(f"skipped {name}: {_kind(st.st_mode)}")
-        return None
+    reason, st = check_path(path)
+    if st is None:
+        if reason == "dangling symlink":
+            reason += f" -> {_readlink(path)}"
+        notes.append(f"skipped {name}: {reason}")
     return st
 
 
@@ -142,44 +120,27 @@ def _readlink(path: str) -> str:
         return "?"
 
 
-def read_small_regular_file(path: str, limit: int = _MAX_INDEX_BYTES) -> bytes:
-    """Read a small file without ever blocking on a FIFO (``O_NONBLOCK`` + ``fstat`` check)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise OSError(errno.EINVAL, f"{_kind(st.st_mode)}, not a regular file", path)
-        if st.st_size > limit:
-            raise OSError(errno.EFBIG, f"larger than {limit} bytes", path)
-        chunks = []
-        while True:
-            chunk = os.read(fd, 1 << 20)
-            if not chunk:
-                break
-            chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
-
-
 def _top_level(root: str, notes: list[str]) -> dict[str, os.stat_result]:
     """Regular files at the top of ``root`` (name -> stat); hidden names are ignored."""
     out: dict[str, os.stat_result] = {}
     try:
-        names = sorted(os.listdir(root))
+        with os.scandir(root) as it:
+            entries = sorted(it, key=lambda e: e.name)
     except OSError as exc:
         raise NoLoadableFilesError(f"cannot list folder: {exc.strerror or exc}") from exc
-    for name in names:
+    for entry in entries:
+        name = entry.name
         if name.startswith("."):
             continue  # .cache/ (huggingface_hub local_dir), .msc/.mdl/.mv (ModelScope), .git
-        path = os.path.join(root, name)
+        path = entry.path
         try:
-            is_dir = os.path.isdir(path) and not os.path.islink(path)
+            # d_type from the listing: no stat for names we skip (README.md, images...)
+            is_dir = entry.is_dir(follow_symlinks=False)
         except OSError:
             is_dir = False
         if is_dir:
             if name.endswith(WEIGHT_SUFFIXES):
-                notes.append(f"skipped {name}: a folder")
+                notes.append(f"skipped {name}: is a directory")
             continue
         if not _interesting(name):
             continue  # README.md, LICENSE, images: never stat-ed, never noted
@@ -232,7 +193,8 @@ def _index_shards(
     used: list[str] = []
     for index_name in index_names:
         try:
-            data = json.loads(read_small_regular_file(os.path.join(root, index_name)))
+            data = json.loads(read_small_regular_file(os.path.join(root, index_name),
+                                                     _MAX_INDEX_BYTES))
             weight_map = data["weight_map"]
             if not isinstance(weight_map, dict):
                 raise TypeError("weight_map is not an object")
