@@ -311,6 +311,26 @@ def test_unreadable_config_is_a_note(tmp_path: Path) -> None:
     assert any("unreadable" in note for note in facts.notes)
 
 
+@pytest.mark.parametrize("server", ["vllm", "sglang"])
+def test_config_fifo_never_blocks(tmp_path: Path, server: str) -> None:
+    """Opening a FIFO for reading blocks until a writer comes: detect() must not open it."""
+    import os
+    import threading
+
+    fifo = tmp_path / "config.yaml"
+    os.mkfifo(fifo)
+    argv = (["vllm", "serve", "m/m", "--config", str(fifo)] if server == "vllm"
+            else ["python", "-m", "sglang.launch_server", "--model-path", "m/m",
+                  "--config", str(fifo)])
+    result: list[TargetFacts] = []
+    thread = threading.Thread(target=lambda: result.append(detect(argv, {})), daemon=True)
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive(), "detect() blocked on a FIFO given as --config"
+    assert result[0].model == "m/m"
+    assert any("unreadable" in note and "FIFO" in note for note in result[0].notes)
+
+
 # --- program parsing -------------------------------------------------------------------------
 
 

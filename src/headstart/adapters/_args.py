@@ -9,10 +9,9 @@ that word as its value; adapters pass the boolean flags that matter for finding 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Sequence
 
-__all__ = ["HELP_FLAGS", "Args", "read_simple_yaml", "wants_help"]
+__all__ = ["HELP_FLAGS", "Args", "read_config", "read_simple_yaml", "wants_help"]
 
 HELP_FLAGS = frozenset({"-h", "--help"})
 
@@ -106,12 +105,12 @@ def read_simple_yaml(path: str) -> dict[str, str]:
 
     Enough for the model/revision keys of a vLLM or SGLang ``--config`` file without a YAML
     library. Keys are returned as written; quotes around values are removed. Raises
-    ``OSError`` / ``ValueError`` for an unreadable or oversized file (callers note it).
+    ``OSError`` for a missing, unreadable, oversized or non-regular file (callers note it).
     """
-    if os.path.getsize(path) > _MAX_CONFIG_BYTES:
-        raise ValueError(f"{path}: larger than {_MAX_CONFIG_BYTES} bytes")
-    with open(path, encoding="utf-8", errors="replace") as f:
-        text = f.read()
+    from headstart.pagecache.pathcheck import read_small_regular_file
+
+    # O_NONBLOCK + fstat: a --config naming a FIFO must not hang `headstart run`.
+    text = read_small_regular_file(path, _MAX_CONFIG_BYTES).decode("utf-8", "replace")
     out: dict[str, str] = {}
     for line in text.splitlines():
         if not line or line[0] in " \t#-" or ":" not in line:
@@ -131,3 +130,18 @@ def read_simple_yaml(path: str) -> dict[str, str]:
         if value and value not in ("|", ">", "{}", "[]", "~", "null"):
             out[key.strip()] = value
     return out
+
+
+def read_config(path: str | None, notes: list[str]) -> dict[str, str]:
+    """A server's ``--config`` YAML file as flag names without dashes (``model_path`` and
+    ``model-path`` both become ``model-path``), noting in ``notes`` whether it was read.
+    ``{}`` when there is no such file or it cannot be read: never raises."""
+    if not path:
+        return {}
+    try:
+        raw = read_simple_yaml(path)
+    except (OSError, ValueError) as exc:
+        notes.append(f"--config {path} unreadable: {exc}")
+        return {}
+    notes.append(f"read --config {path}")
+    return {k.replace("_", "-"): v for k, v in raw.items()}

@@ -7,7 +7,6 @@ adapter. Anything not in the table gets the generic fallback.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
@@ -16,8 +15,6 @@ from importlib import import_module
 from headstart.adapters.facts import TargetFacts
 
 __all__ = ["ADAPTERS", "Invocation", "adapter_for", "detect", "parse_invocation"]
-
-log = logging.getLogger(__name__)
 
 Adapter = Callable[[str, Sequence[str], Mapping[str, str]], TargetFacts]
 
@@ -131,7 +128,9 @@ def detect(argv: list[str], env: Mapping[str, str]) -> TargetFacts:
     try:
         facts = adapter_for(module)(name, inv.args, env)
     except Exception as exc:  # an adapter bug must not stop the target from starting
-        log.debug("adapter for %r failed", inv.name, exc_info=True)
+        import logging  # only on this path: `headstart run` need not pay for logging
+
+        logging.getLogger(__name__).debug("adapter for %r failed", inv.name, exc_info=True)
         facts = TargetFacts(notes=(f"adapter for {inv.name!r} failed: {exc!r}",))
     if inv.via != "program" and not facts.python_entry:
         facts = replace(facts, python_entry=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from headstart.adapters._args import Args, read_simple_yaml, wants_help
+from headstart.adapters._args import Args, read_config, wants_help
 from headstart.adapters.facts import TargetFacts
 
 __all__ = ["detect_sglang"]
@@ -38,15 +38,7 @@ def _facts(env: Mapping[str, str], notes: Sequence[str], **fields: object) -> Ta
 def _server_facts(args: Sequence[str], env: Mapping[str, str], what: str) -> TargetFacts:
     notes = [what]
     parsed = Args(args, value_flags=_VALUE_FLAGS)
-    config: dict[str, str] = {}
-    config_path = parsed.get("--config")
-    if config_path:
-        try:
-            raw = read_simple_yaml(config_path)
-            config = {k.replace("_", "-"): v for k, v in raw.items()}
-            notes.append(f"read --config {config_path}")
-        except (OSError, ValueError) as exc:
-            notes.append(f"--config {config_path} unreadable: {exc}")
+    config = read_config(parsed.get("--config"), notes)
 
     def opt(*names: str) -> str | None:
         value = parsed.get(*names)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 
-from headstart.adapters._args import Args, read_simple_yaml, wants_help
+from headstart.adapters._args import Args, read_config, wants_help
 from headstart.adapters.facts import TargetFacts
 
 __all__ = ["accepts_forkserver_text", "detect_vllm", "vllm_accepts_forkserver"]
@@ -48,6 +48,8 @@ _API_SERVER_MODULES = frozenset({
 
 _REMOTE_PREFIXES = ("s3://", "gs://", "az://", "http://", "https://")
 
+_MAX_ENVS_BYTES = 16 << 20  # vllm/envs.py is ~100 KB; refuse anything that is not it
+
 
 def _workers(env: Mapping[str, str]) -> str:
     method = (env.get(_MP_ENV) or "").strip().lower()
@@ -76,15 +78,7 @@ def _serve_facts(args: Sequence[str], env: Mapping[str, str], *, positional: boo
     notes: list[str] = [what]
     parsed = Args(args, bool_flags=_BOOL_FLAGS, value_flags=_VALUE_FLAGS, normalize=True)
 
-    config: dict[str, str] = {}
-    config_path = parsed.get("--config")
-    if config_path:
-        try:
-            raw = read_simple_yaml(config_path)
-            config = {k.replace("_", "-"): v for k, v in raw.items()}
-            notes.append(f"read --config {config_path}")
-        except (OSError, ValueError) as exc:
-            notes.append(f"--config {config_path} unreadable: {exc}")
+    config = read_config(parsed.get("--config"), notes)
 
     def opt(name: str, *aliases: str) -> str | None:
         value = parsed.get(name, *aliases)
@@ -267,7 +261,9 @@ def vllm_accepts_forkserver(search_path: Sequence[str] | None = None) -> bool | 
         path = _envs_file(search_path)
         if path is None:
             return None
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return accepts_forkserver_text(f.read())
+        from headstart.pagecache.pathcheck import read_small_regular_file
+
+        text = read_small_regular_file(path, _MAX_ENVS_BYTES).decode("utf-8", "replace")
+        return accepts_forkserver_text(text)
     except (OSError, ImportError, ValueError):
         return None
