@@ -186,3 +186,41 @@ def test_daemon_threads_do_not_delay_exit(tmp_path):
     elapsed = time.monotonic() - t0
     assert out.returncode == 0 and out.stdout == "done\n", out.stderr
     assert elapsed < 15, "exit waited for the background import"
+
+
+def test_fifo_on_path_is_exec_not_a_hang(tmp_path, monkeypatch):
+    """An executable FIFO found on PATH: classify() (and bench's find_interpreter) read the
+    shebang of what they find, and opening a FIFO for reading blocks until a writer comes."""
+    import threading
+
+    from headstart.bench.environment import find_interpreter
+    from headstart.procs.launch import classify, read_shebang
+
+    fifo = tmp_path / "fifo-server"
+    os.mkfifo(fifo)
+    os.chmod(fifo, 0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ.get('PATH', '')}")
+    results: list[object] = []
+
+    def probe() -> None:
+        results.append(classify(["fifo-server"]).kind)
+        results.append(find_interpreter(["fifo-server"]))
+        results.append(read_shebang(str(fifo)))
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive(), "opened a FIFO found on PATH"
+    assert results == ["exec", None, None]
+
+
+def test_read_shebang(tmp_path):
+    from headstart.procs.launch import read_shebang
+
+    script = tmp_path / "s"
+    script.write_bytes(b"#!/usr/bin/env python3 -u\nprint(1)\n")
+    assert read_shebang(str(script)) == ["/usr/bin/env", "python3", "-u"]
+    script.write_bytes(b"\x7fELF\x02\x01")
+    assert read_shebang(str(script)) is None
+    assert read_shebang(str(tmp_path / "missing")) is None
+    assert read_shebang(str(tmp_path)) is None  # a folder

@@ -88,17 +88,6 @@ class PythonEnv:
                 if not any(o != p and p.startswith(o.rstrip("/") + "/") for o in seen)]
 
 
-def _shebang(path: str) -> list[str] | None:
-    try:
-        with open(path, "rb") as f:
-            first = f.readline(512)
-    except OSError:
-        return None
-    if not first.startswith(b"#!"):
-        return None
-    return first[2:].decode("utf-8", "replace").split()
-
-
 def find_interpreter(argv: Sequence[str]) -> str | None:
     """The Python executable that ``argv`` runs, or None for a non-Python command.
 
@@ -117,7 +106,9 @@ def find_interpreter(argv: Sequence[str]) -> str | None:
         return None
     if os.path.basename(exe).startswith("python"):
         return exe
-    shebang = _shebang(exe)
+    from headstart.procs.launch import read_shebang
+
+    shebang = read_shebang(exe)
     if not shebang:
         return None
     if os.path.basename(shebang[0]) == "env":

@@ -11,11 +11,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import stat
 import sys
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["Launch", "classify", "exec_target", "run_in_process"]
+__all__ = ["Launch", "classify", "exec_target", "is_this_interpreter", "read_shebang",
+           "run_in_process"]
 
 Kind = Literal["console_script", "module", "code", "script", "exec"]
 
@@ -60,20 +62,33 @@ def is_this_interpreter(python: str) -> bool:
     return same_binary and _venv_or_install_prefix(python) == os.path.realpath(sys.prefix)
 
 
-def _shebang_python(path: str) -> str | None:
-    """The interpreter in a ``#!/abs/python`` first line, or None (binaries, sh wrappers)."""
+def read_shebang(path: str) -> list[str] | None:
+    """The words of ``path``'s ``#!`` line (``["/usr/bin/env", "python3"]``), or None for a
+    file without one or that cannot be read. Never blocks: opened ``O_NONBLOCK`` and read
+    only when it is a regular file (a FIFO on PATH would otherwise hang us)."""
     try:
-        with open(path, "rb") as fh:
-            first = fh.readline(512)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    except (OSError, ValueError):
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        head = os.read(fd, 512)
     except OSError:
         return None
-    if not first.startswith(b"#!"):
+    finally:
+        os.close(fd)
+    if not head.startswith(b"#!"):
         return None
-    parts = first[2:].strip().split()
-    if len(parts) != 1:  # "/usr/bin/env python3", interpreter options: not exact, exec it
+    return head[2:].split(b"\n", 1)[0].decode("utf-8", "replace").split()
+
+
+def _shebang_python(path: str) -> str | None:
+    """The interpreter in a ``#!/abs/python`` first line, or None (binaries, sh wrappers)."""
+    parts = read_shebang(path)
+    if not parts or len(parts) != 1:  # "/usr/bin/env python3", options: not exact, exec it
         return None
-    interp = parts[0].decode(errors="replace")
-    return interp if _PYTHON_NAME.match(os.path.basename(interp)) else None
+    return parts[0] if _PYTHON_NAME.match(os.path.basename(parts[0])) else None
 
 
 def _which(name: str) -> str | None:
