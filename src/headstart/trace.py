@@ -68,10 +68,19 @@ class Tracer:
         """Write Chrome trace JSON atomically (temp file + rename)."""
         import json
 
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(self.to_chrome(), fh)
-        os.replace(tmp, path)
+        # One temp name per thread: `headstart run` writes from a background thread when the
+        # work ends and from atexit, possibly at once; a shared name would interleave them.
+        tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+        try:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                json.dump(self.to_chrome(), fh)
+            os.replace(tmp, path)
+        except BaseException:
+            import contextlib
+
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
 
 
 class _Span:
