@@ -13,8 +13,8 @@ Rules every public function keeps:
   (``HEADSTART_CACHE``), trace files it is asked for, and lock files in its runtime folder.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: it imports the __future__ module at run time,
+# and the annotations below need nothing newer than Python 3.10.
 from headstart._version import __version__
 
 # No `typing` or `logging` here: each costs milliseconds on every target's start. Modules
