@@ -215,3 +215,44 @@ def test_weight_sampler_orders_chunks_by_first_residency(tmp_path):
         os.close(fd)
     order = sampler.order([(path, 0, 16 * MiB)], {path: 0})
     assert order == [(path, 12 * MiB, 4 * MiB), (path, 8 * MiB, 4 * MiB), (path, 0, 8 * MiB)]
+
+
+def test_pagemap_shows_only_touched_pages_of_a_mapping(tmp_path):
+    """A process maps a cold 16 MiB file and touches two pages: the pagemap names those
+    (plus at most the kernel's fault-around neighbours), while read-around made far more
+    resident; trimming keeps the touched pages and the file's first 64 KiB."""
+    from headstart.profiles.pagemap import touched_pages
+    from headstart.profiles.record import _trim
+
+    require_disk(tmp_path)
+    path = make_file(tmp_path / "lib.so", 16 * MiB)
+    code = ("import mmap, sys\n"
+            "f = open(sys.argv[1], 'rb')\n"
+            "m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)\n"
+            "m[4 * 2**20]; m[10 * 2**20 + 5]\n"
+            "print('ready', flush=True)\n"
+            "sys.stdin.read()\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, path], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        touched = touched_pages([proc.pid])[os.path.realpath(path)]
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=30)
+    pages = {i for i, bit in enumerate(touched) if bit}
+    assert {1024, 2560} <= pages
+    assert len(pages) <= 64  # fault-around maps at most 16 pages around each fault
+    trimmed = _trim(resident_runs(path), touched)
+    assert resident(path) > sum(n for _o, n in trimmed)  # read-around was trimmed away
+    assert _covers(trimmed, 4 * MiB, 4096) and _covers(trimmed, 10 * MiB, 4096)
+    assert not any(o < 8 * MiB and o + n > 6 * MiB for o, n in trimmed)
+
+
+def test_trim_keeps_headers_and_touched_pages():
+    from headstart.profiles.record import _trim
+
+    touched = bytearray(300)
+    touched[100] = touched[101] = 1
+    assert _trim([(0, MiB)], touched) == [(0, 65536), (100 * 4096, 8192)]
+    assert _trim([(200 * 4096, 10 * 4096)], touched) == []

@@ -42,6 +42,9 @@ def add_parser(sub, name: str, help_text: str) -> argparse.ArgumentParser:
                    help="also evict this file or folder before recording (repeatable)")
     p.add_argument("--no-evict-env", action="store_true",
                    help="do not evict the target's Python installation before recording")
+    p.add_argument("--no-trim-mapped", action="store_true",
+                   help="keep every resident page of mapped libraries, not only those the "
+                        "target touched")
     p.add_argument("--mechanism", choices=["auto", "fanotify", "maps"], default="auto",
                    help="how the file order is recorded (default: fanotify as root)")
     p.add_argument("--out", metavar="DIR", help="keep the run's stdout/stderr here")
@@ -80,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
     rec = record_startup(cmd, probe, os.path.abspath(run_dir), model=args.model,
                          revision=args.revision, cache_dir=args.cache_dir, hub=args.hub,
                          extra_evict=args.evict, evict_env=not args.no_evict_env,
+                         trim_mapped=not args.no_trim_mapped,
                          timeout=args.timeout, env=env,
                          mechanism=args.mechanism, say=_say if args.verbose else (lambda m: None))
     for note in rec.notes:

@@ -14,7 +14,11 @@ How, and why this combination (measured on ``transformers serve``, see README):
    and the model) gives the byte ranges that are resident. The files started cold, so
    these are the pages the startup read (its reads plus the kernel's readahead, which is
    what a cold start pays for anyway).
-4. **Loader order** -- the weight files' page maps are sampled every 50 ms while the
+4. **Touched pages** -- for files the tree still maps at readiness (shared libraries, and
+   weights a loader keeps mapped), only the pages its page tables show as present (plus the
+   first 64 KiB, read with ``read()``) are kept: residency there is inflated by read-around
+   (:mod:`headstart.profiles.pagemap`); files no longer mapped keep their residency.
+5. **Loader order** -- the weight files' page maps are sampled every 50 ms while the
    target starts; each 4 MiB chunk is replayed in the order it first became resident.
 
 What the residency diff misses: pages read and then evicted again before readiness
@@ -213,6 +217,36 @@ class _ReadyHook:
         return self._probe.describe()
 
 
+_HEAD_PAGES = 65536 // _PAGE  # ELF headers are read with read(), not through the mapping
+
+
+def _trim(runs: list[tuple[int, int]], touched: bytearray) -> list[tuple[int, int]]:
+    """The parts of resident ``runs`` whose pages the tree has mapped (or file headers)."""
+    out: list[tuple[int, int]] = []
+    for off, length in runs:
+        end = off + length
+        page = off // _PAGE
+        start = None
+        while page * _PAGE < end:
+            keep = page < _HEAD_PAGES or (page < len(touched) and touched[page])
+            if keep and start is None:
+                start = page
+            elif not keep and start is not None:
+                out.append((start * _PAGE, page * _PAGE - start * _PAGE))
+                start = None
+            page += 1
+        if start is not None:
+            out.append((start * _PAGE, end - start * _PAGE))
+    return out
+
+
+def _tree_pids() -> list[int]:
+    from headstart.profiles.fanotify import _Tree
+
+    tree = _Tree(os.getpid())
+    return [int(n) for n in os.listdir("/proc") if n.isdigit() and int(n) in tree]
+
+
 def _under(path: str, roots: list[str]) -> bool:
     return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
 
@@ -234,6 +268,7 @@ def record_startup(
     hub: str | None = None,
     extra_evict: list[str] | None = None,
     evict_env: bool = True,
+    trim_mapped: bool = True,
     timeout: float = 300.0,
     env: dict[str, str] | None = None,
     mechanism: str = "auto",
@@ -243,8 +278,10 @@ def record_startup(
     """Run ``cmd`` cold until ``probe`` says ready and store what it read as a profile.
 
     ``mechanism``: ``"fanotify"`` (root), ``"maps"`` (fallback) or ``"auto"``.
-    ``evict_env=False`` keeps the target's Python installation cached (its files are then
-    recorded with every resident page, see the module docstring).
+    ``trim_mapped``: keep only the pages of mapped files that the tree touched
+    (:mod:`headstart.profiles.pagemap`). ``evict_env=False`` keeps the target's Python
+    installation cached (its files are then recorded with every resident page, see the
+    module docstring).
     Returns the profile (None when the run never got ready) and the bench RunResult.
     """
     from headstart.bench.environment import find_interpreter, python_environment
@@ -309,6 +346,12 @@ def record_startup(
         if captured:
             return
         t_ready = time.monotonic()
+        # First, while the tree still runs: which pages of its mapped files it touched.
+        touched = {}
+        if trim_mapped:
+            from headstart.profiles.pagemap import touched_pages
+
+            touched = touched_pages(_tree_pids())
         recorder.stop()
         sampler.stop()
         seen = recorder.ordered()
@@ -324,6 +367,7 @@ def record_startup(
         ranges: list[tuple[int, int, int]] = []
         weight_ranges: list[tuple[str, int, int]] = []
         skipped_written = 0
+        trimmed = 0
         for path in paths:
             try:
                 st = os.stat(path)
@@ -336,6 +380,12 @@ def record_startup(
             if not runs:
                 continue
             real = os.path.realpath(path)
+            if real in touched:
+                before = sum(n for _o, n in runs)
+                runs = _trim(runs, touched[real])
+                trimmed += before - sum(n for _o, n in runs)
+                if not runs:
+                    continue
             idx = len(files)
             files.append(FileEntry(path=real, size=st.st_size, mtime_ns=st.st_mtime_ns,
                                    inode=st.st_ino,
@@ -348,7 +398,7 @@ def record_startup(
         # weights last, in the order the loader made them resident
         index = {f.path: i for i, f in enumerate(files)}
         ranges += [(index[p], off, n) for p, off, n in sampler.order(weight_ranges, index)]
-        captured.update(files=files, ranges=ranges, seen=len(seen),
+        captured.update(files=files, ranges=ranges, seen=len(seen), trimmed=trimmed,
                         skipped_written=skipped_written, ready_after=t_ready,
                         scan_seconds=time.monotonic() - t_ready,
                         events=recorder.events, overflow=recorder.overflow,
@@ -407,6 +457,7 @@ def record_startup(
             "queue_overflow": captured["overflow"],
             "scan_seconds": round(captured["scan_seconds"], 3),
             "weight_samples": sampler.samples,
+            "mapped_bytes_trimmed": captured["trimmed"],
             "python": pyenv.version if pyenv else None,
             "interpreter": interp,
             "recorder_python": sys.version.split()[0],

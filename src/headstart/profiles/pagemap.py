@@ -1,0 +1,84 @@
+"""Which pages of its mapped files a process tree actually touched: ``/proc/PID/pagemap``.
+
+Residency over-counts mapped files: a page fault on a cold ``.so`` reads the whole
+read-around window (``read_ahead_kb``, 8 MiB on this machine's virtio disk) although the
+process may touch a few pages of it. A replay that reads exactly the touched pages is
+both smaller and sufficient: the target's faults then hit the cache and never trigger a
+read-around of their own. The pagemap's "present" bit (readable without privileges; only
+the frame numbers are hidden) says which pages of each file mapping the process has
+mapped: the pages it touched, plus the kernel's fault-around neighbours (which were
+resident anyway).
+
+What it misses: pages of processes that exited before readiness, pages unmapped again
+(``munmap``, a loader that closes a mapped shard), and pages the kernel reclaimed from the
+page tables; pages read with ``read()`` from a file that is also mapped (ELF headers).
+:func:`headstart.profiles.record.record_startup` therefore uses it only to *trim* the
+residency of files that are still mapped at readiness, and always keeps each file's first
+64 KiB.
+"""
+
+from __future__ import annotations
+
+import os
+from array import array
+
+__all__ = ["touched_pages"]
+
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+_PRESENT = 1 << 63
+_SWAPPED = 1 << 62
+
+
+def _maps(pid: int) -> list[tuple[int, int, int, str]]:
+    out = []
+    try:
+        with open(f"/proc/{pid}/maps", "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return out
+    for line in data.splitlines():
+        parts = line.split(None, 5)
+        if len(parts) < 6 or not parts[5].startswith(b"/") or parts[4] == b"0":
+            continue
+        lo, _, hi = parts[0].partition(b"-")
+        out.append((int(lo, 16), int(hi, 16), int(parts[2], 16), os.fsdecode(parts[5])))
+    return out
+
+
+def touched_pages(pids: list[int]) -> dict[str, bytearray]:
+    """For each file mapped by any of ``pids``: a bitmap (one byte per file page, 1 =
+    mapped and present in some process). Files are keyed by realpath."""
+    out: dict[str, bytearray] = {}
+    for pid in pids:
+        maps = _maps(pid)
+        if not maps:
+            continue
+        try:
+            fd = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            for lo, hi, offset, path in maps:
+                if path.endswith(" (deleted)"):
+                    continue
+                npages = (hi - lo) // _PAGE
+                try:
+                    raw = os.pread(fd, npages * 8, (lo // _PAGE) * 8)
+                except OSError:
+                    continue
+                entries = array("Q")
+                entries.frombytes(raw[: len(raw) // 8 * 8])
+                first = offset // _PAGE
+                real = os.path.realpath(path)
+                bitmap = out.get(real)
+                for i, e in enumerate(entries):
+                    if e & (_PRESENT | _SWAPPED):
+                        page = first + i
+                        if bitmap is None:
+                            bitmap = out[real] = bytearray()
+                        if page >= len(bitmap):
+                            bitmap.extend(b"\0" * (page + 1 - len(bitmap)))
+                        bitmap[page] = 1
+        finally:
+            os.close(fd)
+    return out
