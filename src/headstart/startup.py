@@ -56,7 +56,7 @@ def start_background(plan: StartupPlan) -> Started:
         # instead of 0.5 s for 146 MB). The helper checks the profile, falls back to the
         # whole-file plan when it is stale, and stops when this process exits.
         try:
-            start_detached_prefetch(plan)
+            start_detached_prefetch(plan, exec_helper=False)
             replaying = True
             tracer.instant("profile replay", cat="prefetch", key=plan.profile_key,
                            where="helper process")
@@ -190,12 +190,15 @@ def _replay_profile(plan: StartupPlan, started: Started, refs: list) -> bool:
         return False
 
 
-def start_detached_prefetch(plan: StartupPlan) -> None:
+def start_detached_prefetch(plan: StartupPlan, *, exec_helper: bool = True) -> None:
     """For an exec'd target: prefetch in a helper process that outlives the exec.
 
     Double fork: the helper is not a child of the target (a server that reaps unknown
     children, or waits for all of them, never sees it). It watches the target's pid (ours,
     kept across exec) and stops when the target exits, so Ctrl-C leaves no reader behind.
+    ``exec_helper=False`` (an in-process target's profile replay, called before any thread
+    of ours exists): the helper is the forked copy itself, no new interpreter, so it starts
+    reading ~0.1 s earlier, before the target's first imports fault the files in.
     """
     import json
     import sys
@@ -214,7 +217,13 @@ def start_detached_prefetch(plan: StartupPlan) -> None:
                 devnull = os.open(os.devnull, os.O_RDWR)
                 for fd in (0, 1, 2):
                     os.dup2(devnull, fd)
-                os.execv(sys.executable, argv)
+                if exec_helper:
+                    os.execv(sys.executable, argv)
+                from headstart.procs import prefetch_helper
+
+                prefetch_helper.main(argv[-1:])
+                if spec["trace"]:
+                    tracer.write(spec["trace"])
         finally:
             os._exit(0)
     os.waitpid(pid, 0)
