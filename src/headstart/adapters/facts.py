@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from headstart._record import Record
 
-__all__ = ["Hub", "TargetFacts", "Workers"]
+__all__ = ["HUBS", "WORKERS", "Hub", "TargetFacts", "Workers"]
 
-Hub = Literal["hf", "modelscope"]
-Workers = Literal["none", "spawn", "fork", "forkserver", "exec"]
+# Plain names, not typing.Literal: `typing` costs milliseconds on the hot path.
+HUBS = ("hf", "modelscope")
+WORKERS = ("none", "spawn", "fork", "forkserver", "exec")
+Hub = str  # one of HUBS
+Workers = str  # one of WORKERS
 
 
-@dataclass(frozen=True)
-class TargetFacts:
+class TargetFacts(Record):
     """Facts about one target command. Pure data: no I/O happened to produce most of it.
 
     ``model`` / ``tokenizer`` are references as the target will resolve them (a local path or a
@@ -26,17 +27,35 @@ class TargetFacts:
     script) that ``headstart run`` can start in-process. ``notes`` explain the decisions.
     """
 
-    adapter: str = "generic"
-    model: str | None = None
-    revision: str | None = None
-    cache_dir: str | None = None
-    hub: Hub | None = None
-    tokenizer: str | None = None
-    tokenizer_revision: str | None = None
-    load_format: str | None = None
-    loads_weights: bool = False
-    preload: tuple[str, ...] = ()
-    workers: Workers = "none"
-    forkserver_env: str | None = None
-    python_entry: bool = False
-    notes: tuple[str, ...] = ()
+    adapter: str
+    model: str | None
+    revision: str | None
+    cache_dir: str | None
+    hub: Hub | None
+    tokenizer: str | None
+    tokenizer_revision: str | None
+    load_format: str | None
+    loads_weights: bool
+    preload: tuple[str, ...]
+    workers: Workers
+    forkserver_env: str | None
+    python_entry: bool
+    notes: tuple[str, ...]
+
+    FROZEN = True
+    FIELDS = (
+        ("adapter", "generic"),
+        ("model", None),
+        ("revision", None),
+        ("cache_dir", None),
+        ("hub", None),
+        ("tokenizer", None),
+        ("tokenizer_revision", None),
+        ("load_format", None),
+        ("loads_weights", False),
+        ("preload", ()),
+        ("workers", "none"),
+        ("forkserver_env", None),
+        ("python_entry", False),
+        ("notes", ()),
+    )

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
 from importlib import import_module
 
 from headstart.adapters.facts import TargetFacts
@@ -133,5 +132,5 @@ def detect(argv: list[str], env: Mapping[str, str]) -> TargetFacts:
         logging.getLogger(__name__).debug("adapter for %r failed", inv.name, exc_info=True)
         facts = TargetFacts(notes=(f"adapter for {inv.name!r} failed: {exc!r}",))
     if inv.via != "program" and not facts.python_entry:
-        facts = replace(facts, python_entry=True)
+        facts = facts.replace(python_entry=True)
     return facts

@@ -9,35 +9,45 @@ options such as ``-u`` or ``-X``, a binary, a shell script) is ``exec``-ed inste
 from __future__ import annotations
 
 import os
-import re
-import shutil
 import stat
 import sys
-from dataclasses import dataclass
-from typing import Literal
+
+from headstart._record import Record
 
 __all__ = ["Launch", "classify", "exec_target", "is_this_interpreter", "read_shebang",
            "run_in_process"]
 
-Kind = Literal["console_script", "module", "code", "script", "exec"]
-
-_PYTHON_NAME = re.compile(r"^python(\d+(\.\d+)?)?$")
+KINDS = ("console_script", "module", "code", "script", "exec")
 
 
-@dataclass(frozen=True)
-class Launch:
+def _is_python_name(name: str) -> bool:
+    """``python``, ``python3``, ``python3.11`` (no ``re``: it is on the hot path)."""
+    if not name.startswith("python"):
+        return False
+    version = name[len("python"):]
+    if not version:
+        return True
+    major, dot, minor = version.partition(".")
+    return major.isdigit() and (not dot or minor.isdigit())
+
+
+class Launch(Record):
     """How to start ``argv``: ``kind`` plus what that kind needs.
 
     ``path`` is the console script or script file; ``module`` / ``code`` for ``-m`` / ``-c``;
     ``argv`` is what ``sys.argv`` will be for an in-process kind, or the exec argv.
     """
 
-    kind: Kind
+    kind: str  # one of KINDS
     argv: tuple[str, ...]
-    path: str | None = None
-    module: str | None = None
-    code: str | None = None
-    reason: str = ""
+    path: str | None
+    module: str | None
+    code: str | None
+    reason: str
+
+    FROZEN = True
+    FIELDS = (("kind", "exec"), ("argv", ()), ("path", None), ("module", None), ("code", None),
+              ("reason", ""))
 
     @property
     def in_process(self) -> bool:
@@ -88,13 +98,18 @@ def _shebang_python(path: str) -> str | None:
     parts = read_shebang(path)
     if not parts or len(parts) != 1:  # "/usr/bin/env python3", options: not exact, exec it
         return None
-    return parts[0] if _PYTHON_NAME.match(os.path.basename(parts[0])) else None
+    return parts[0] if _is_python_name(os.path.basename(parts[0])) else None
 
 
 def _which(name: str) -> str | None:
     if os.sep in name:
         return name if os.path.isfile(name) else None
-    return shutil.which(name)
+    # shutil.which without importing shutil (hot path): first executable file on PATH.
+    for folder in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        candidate = os.path.join(folder or os.curdir, name)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return None
 
 
 def classify(argv: list[str]) -> Launch:
@@ -104,7 +119,7 @@ def classify(argv: list[str]) -> Launch:
     exe = _which(argv[0])
     if exe is None:
         return Launch("exec", tuple(argv), reason=f"{argv[0]!r} not found on PATH")
-    if _PYTHON_NAME.match(os.path.basename(exe)):
+    if _is_python_name(os.path.basename(exe)):
         if not is_this_interpreter(exe):
             return Launch("exec", tuple(argv), reason="another Python interpreter")
         return _classify_python_args(argv)
