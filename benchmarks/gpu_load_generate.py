@@ -8,6 +8,7 @@ generate a few tokens (what a server does before it is ready). Used as the targe
 
 from __future__ import annotations
 
+import os
 import sys
 
 
@@ -15,11 +16,12 @@ def main(path: str) -> int:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    device = os.environ.get("BENCH_DEVICE", "cuda")  # "cpu" for a dry run without a GPU
     tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16, device_map="cuda")
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16, device_map=device)
     ids = tok.apply_chat_template([{"role": "user", "content": "Hello"}],
                                   add_generation_prompt=True, return_tensors="pt")
-    ids = getattr(ids, "input_ids", ids).to("cuda")
+    ids = getattr(ids, "input_ids", ids).to(device)
     out = model.generate(ids, max_new_tokens=8, do_sample=False)
     print(repr(tok.decode(out[0, ids.shape[1]:])))
     return 0
