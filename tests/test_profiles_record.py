@@ -256,3 +256,21 @@ def test_trim_keeps_headers_and_touched_pages():
     touched[100] = touched[101] = 1
     assert _trim([(0, MiB)], touched) == [(0, 65536), (100 * 4096, 8192)]
     assert _trim([(200 * 4096, 10 * 4096)], touched) == []
+
+
+@root_only
+@pytest.mark.slow
+def test_exec_target_replays_from_the_detached_helper(fixture):
+    """Interpreter options make `headstart run` exec the target; the detached helper
+    replays the profile recorded for the same command."""
+    fx, script, data, decoy = fixture
+    cmd = [sys.executable, "-X", "utf8", str(script)]
+    out = hs("record", "--until-exit", "--no-evict-env", "--evict", str(fx), "--json", "--",
+             *cmd, env={"MODE": "record"})
+    key = json.loads(out.stdout)["key"]
+    [(stored, prof)] = list_profiles()
+    assert stored == key
+    hs("evict", str(fx))
+    hs("run", "--", *cmd, env={"MODE": "replay", "EXPECT_HELPER": "1"})
+    assert resident_runs(data) == _ranges_of(prof, data)
+    assert resident(decoy) == 0

@@ -21,12 +21,27 @@ How, and why this combination (measured on ``transformers serve``, see README):
 5. **Loader order** -- the weight files' page maps are sampled every 50 ms while the
    target starts; each 4 MiB chunk is replayed in the order it first became resident.
 
-What the residency diff misses: pages read and then evicted again before readiness
-(memory pressure), and -- for files outside the evicted set (``/usr/lib`` libraries the
-system keeps resident) -- it cannot tell the pages startup read from pages resident
-before; those files' resident pages are recorded whole (a replay skips them when resident,
-so this costs a ``cachestat`` call, not I/O). Files the tree *wrote* during startup
-(mtime changed) are left out: they are outputs, not inputs.
+What each part misses:
+
+* fanotify: byte ranges (notification events carry none); files opened by a process that
+  exited before its event was read, or that left the tree (double fork); it needs root.
+* ``/proc/PID/maps`` sampling (no root): every file that is read and closed without being
+  mapped (``.py``, ``.pyc``, JSON, tokenizers) -- those come from the residency scan of
+  the Python installation and the model, in path order, not first-touch order -- and
+  mappings shorter than the 10 ms sampling period.
+* Python audit hooks (considered, not used): they see ``open`` of Python code only, not
+  ``dlopen``/``mmap`` or child processes that are not Python, and need code injected
+  into the target (sitecustomize), which changes what it imports.
+* Residency diff: pages read and evicted again before readiness (memory pressure); pages
+  another process on the host read into the same files meanwhile (record on a quiet host);
+  for files outside the evicted set (``/usr/lib`` libraries the system keeps resident) it
+  cannot tell startup's pages from earlier ones, so their resident pages are recorded whole
+  (a replay skips resident pages: a ``cachestat`` call, no I/O).
+* Pagemap trimming: pages of processes that exited before readiness, pages unmapped again.
+* Loader order: order inside a 4 MiB chunk, and reads faster than the 50 ms sampling.
+
+Files the tree *wrote* during startup (mtime or ctime changed) are left out: they are
+outputs, not inputs (on a first run that includes freshly written ``__pycache__``).
 """
 
 from __future__ import annotations
