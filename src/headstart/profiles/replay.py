@@ -23,12 +23,16 @@ __all__ = ["DEFAULT_LIBRARY_WORKERS", "DEFAULT_WEIGHT_WORKERS", "replay", "worke
 
 log = logging.getLogger(__name__)
 
-# Measured (transformers serve, 2 GB model, 300 MB/s, 3 cold runs each): 4 library + 8
-# weight workers 9.95/10.06/10.08 s, one queue of 8 9.91/9.93/10.22 s, of 16
-# 10.11/10.48/10.57 s. Few workers for libraries left the disk idle between small reads
-# (120 MB/s); one ordered queue keeps it busy and still reads libraries first.
-DEFAULT_LIBRARY_WORKERS = 8
-DEFAULT_WEIGHT_WORKERS = 8
+# Measured (transformers serve, 2 GB model, 2 cores, 3 cold runs each, min/median/max s):
+#   300 MB/s: 4 library then 8 weight workers 9.95/10.06/10.08; one queue of 8
+#   9.91/9.93/10.22 (again: 9.59/9.83/10.03), of 16 10.11/10.48/10.57, of 4
+#   9.65/9.98/10.24, of 2 9.77/10.16/10.20. Two phases left the disk idle between them.
+#   unthrottled: one queue of 8 6.79/6.83/7.17, of 4 6.45/6.55/6.70, 2 then 8
+#   6.76/6.78/6.87: when the disk is fast, CPU is the limit and fewer readers leave
+#   more of it to the target. One ordered queue of 4: neutral when disk-bound, better
+#   when CPU-bound.
+DEFAULT_LIBRARY_WORKERS = 4
+DEFAULT_WEIGHT_WORKERS = 4
 
 
 def workers_setting() -> tuple[int, int]:
