@@ -274,3 +274,20 @@ def test_exec_target_replays_from_the_detached_helper(fixture):
     hs("run", "--", *cmd, env={"MODE": "replay", "EXPECT_HELPER": "1"})
     assert resident_runs(data) == _ranges_of(prof, data)
     assert resident(decoy) == 0
+
+
+def test_cachestat_runs_agree_with_mincore_at_chunk_granularity(tmp_path):
+    """The fallback for files mincore would lie about (not ours, not writable)."""
+    from headstart.profiles.record import _cachestat_runs
+
+    require_disk(tmp_path)
+    path = make_file(tmp_path / "f.bin", 4 * MiB)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
+        os.pread(fd, 4096, 65536 + 8192)  # one page inside the second chunk
+        os.pread(fd, 3 * 65536, MiB)
+        assert _cachestat_runs(fd, 4 * MiB) == [(65536, 65536), (MiB, 3 * 65536)]
+    finally:
+        os.close(fd)
+    assert resident_runs(path) == [(65536 + 8192, 4096), (MiB, 3 * 65536)]

@@ -78,17 +78,44 @@ def _lib() -> ctypes.CDLL:
     return _libc
 
 
+_CHUNK = 65536  # cachestat granularity where mincore cannot be trusted
+
+
+def _cachestat_runs(fd: int, size: int) -> list[tuple[int, int]]:
+    """Resident runs at 64 KiB granularity (a chunk counts when any page of it is cached)."""
+    from headstart.pagecache import syscalls
+
+    runs: list[tuple[int, int]] = []
+    for off in range(0, size, _CHUNK):
+        cs = syscalls.cachestat(fd, off, min(_CHUNK, size - off))
+        if cs is None:
+            raise OSError(38, "cachestat unavailable")
+        if cs.nr_cache:
+            n = min(_CHUNK, size - off)
+            if runs and runs[-1][0] + runs[-1][1] == off:
+                runs[-1] = (runs[-1][0], runs[-1][1] + n)
+            else:
+                runs.append((off, n))
+    return runs
+
+
 def resident_runs(path: str) -> list[tuple[int, int]]:
     """Resident ``(offset, length)`` runs of a file, page granular, clipped to its size.
 
-    ``mincore`` on a read-only shared mapping (trusted as root or for files we may write;
-    see facts.md section 4). Raises OSError when the file cannot be opened or mapped.
+    ``mincore`` on a read-only shared mapping where it is trusted (root, or a file we may
+    write: Linux >= 5.2 reports every page resident otherwise, facts.md section 4); else
+    ``cachestat`` per 64 KiB chunk. Raises OSError when the file cannot be read.
     """
+    from headstart.pagecache import syscalls
+
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     try:
-        size = os.fstat(fd).st_size
+        st = os.fstat(fd)
+        size = st.st_size
         if size <= 0:
             return []
+        if not syscalls.mincore_trusted(st):
+            return _cachestat_runs(fd, size)
         lib = _lib()
         addr = lib.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
         if addr is None or addr == ctypes.c_void_p(-1).value:
