@@ -180,3 +180,20 @@ def test_profiles_cli(tmp_path, cache):
     assert load_profile(prof.key) is None
     assert "removed 1 profile" in hs("profiles", "rm", "--all").stdout
     assert store.list_profiles() == []
+
+
+def test_looks_resident_only_when_every_sampled_range_is_cached(tmp_path):
+    from _pagecache_util import require_disk
+    from headstart.pagecache.evict import evict
+    from headstart.profiles.replay import looks_resident
+
+    require_disk(tmp_path)
+    prof = _profile(tmp_path, n=4)
+    for f in prof.files:
+        with open(f.path, "rb") as fh:
+            fh.read()
+    checked = validate(prof)
+    assert looks_resident(checked)
+    os.sync()  # dirty pages cannot be dropped
+    evict([prof.files[3].path])  # the weights file
+    assert not looks_resident(checked)
