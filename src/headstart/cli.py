@@ -10,7 +10,6 @@ a traceback is shown only with ``HEADSTART_DEBUG=1``.
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import os
 import sys
@@ -43,8 +42,10 @@ def _available(name: str) -> bool:
     return importlib.util.find_spec("headstart.commands." + name.replace("-", "_")) is not None
 
 
-def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+def build_parser(only: str | None = None):
     """The full parser, or (``only``) a parser with just one subcommand, for speed."""
+    import argparse
+
     parser = argparse.ArgumentParser(
         prog="headstart",
         description="Make Python ML servers start fast.",
@@ -73,6 +74,15 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = sys.argv[1:] if argv is None else argv
     first = argv[0] if argv else None
+    if first == "run":  # the hot path: no argparse unless it must answer (help, errors)
+        from headstart.commands import run as run_command
+
+        fast = run_command.parse_fast(argv[1:])
+        if fast is not None:
+            if fast.verbose:
+                _setup_logging(fast.verbose)
+            # The target runs inside this call: see the comment on `run` below.
+            return int(run_command.run(fast) or 0)
     parser = build_parser(first if first in COMMANDS else None)
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):

@@ -8,51 +8,64 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 
+from headstart._record import Record
 from headstart.procs.launch import Launch, classify
 
 __all__ = ["RunOptions", "StartupPlan", "build_plan"]
 
 
-@dataclass
-class RunOptions:
+class RunOptions(Record):
     """``headstart run`` options; ``None`` means "not given" (env, then the adapter, decide)."""
 
-    model: str | None = None
-    revision: str | None = None
-    cache_dir: str | None = None
-    hub: str | None = None
-    preload: list[str] | None = None
-    no_preload: bool | None = None
-    no_prefetch: bool | None = None
-    forkserver: bool | None = None
-    trace: str | None = None
-    verbose: int = 0
-    no_profile: bool | None = None
+    model: str | None
+    revision: str | None
+    cache_dir: str | None
+    hub: str | None
+    preload: list[str] | None
+    no_preload: bool | None
+    no_prefetch: bool | None
+    forkserver: bool | None
+    trace: str | None
+    verbose: int
+    no_profile: bool | None
+
+    FIELDS = (("model", None), ("revision", None), ("cache_dir", None), ("hub", None),
+              ("preload", None), ("no_preload", None), ("no_prefetch", None),
+              ("forkserver", None), ("trace", None), ("verbose", 0), ("no_profile", None))
 
 
-@dataclass
-class StartupPlan:
+class StartupPlan(Record):
+    """Everything ``headstart run`` decided for one command (a Record, not a dataclass:
+    ``dataclasses`` costs milliseconds on the hot path)."""
+
     argv: list[str]
     launch: Launch
-    adapter: str = "generic"
-    model: str | None = None
-    revision: str | None = None
-    cache_dir: str | None = None
-    hub: str = "auto"
-    extra_refs: list[tuple[str, str | None]] = field(default_factory=list)
-    prefetch: bool = False
-    prefetch_reason: str = ""
-    preload: tuple[str, ...] = ()
-    forkserver: bool = False
-    forkserver_reason: str = ""
-    forkserver_env: dict[str, str] = field(default_factory=dict)
-    start_method_env: str | None = None
-    trace: str | None = None
-    verbose: int = 0
+    adapter: str
+    model: str | None
+    revision: str | None
+    cache_dir: str | None
+    hub: str
+    extra_refs: list[tuple[str, str | None]]
+    prefetch: bool
+    prefetch_reason: str
+    preload: tuple[str, ...]
+    forkserver: bool
+    forkserver_reason: str
+    forkserver_env: dict[str, str]
+    start_method_env: str | None
+    trace: str | None
+    verbose: int
     # key of the startup profile to look for (headstart.profiles); None: none is used
-    profile_key: str | None = None
+    profile_key: str | None
+
+    FIELDS = (
+        ("argv", []), ("launch", None), ("adapter", "generic"), ("model", None),
+        ("revision", None), ("cache_dir", None), ("hub", "auto"), ("extra_refs", []),
+        ("prefetch", False), ("prefetch_reason", ""), ("preload", ()), ("forkserver", False),
+        ("forkserver_reason", ""), ("forkserver_env", {}), ("start_method_env", None),
+        ("trace", None), ("verbose", 0), ("profile_key", None),
+    )
 
     def describe(self) -> str:
         bits = [f"adapter={self.adapter}", f"launch={self.launch.kind}"]

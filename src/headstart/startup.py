@@ -13,35 +13,46 @@ would without headstart. Order matters:
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
-from dataclasses import dataclass, field
-from typing import Any
 
-from headstart.plan import StartupPlan
+from headstart._record import Record
 from headstart.trace import tracer
+
+TYPE_CHECKING = False  # `typing` and `logging` cost milliseconds on the hot path
+if TYPE_CHECKING:
+    from typing import Any
+
+    from headstart.plan import StartupPlan
 
 __all__ = ["Started", "start_background", "start_detached_prefetch"]
 
-log = logging.getLogger(__name__)
 
 
-@dataclass
-class Started:
+def _log(msg: str, *args: object) -> None:
+    """Info log, importing ``logging`` only when something is said (off the hot path)."""
+    import logging
+
+    logging.getLogger(__name__).info(msg, *args)
+
+
+class Started(Record):
     """Handles of what was started (for tests and ``--verbose``)."""
 
-    preload: Any = None
-    forkserver: Any = None
-    prefetch_thread: threading.Thread | None = None
-    prefetches: list[Any] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
+    preload: Any
+    forkserver: Any
+    prefetch_thread: threading.Thread | None
+    prefetches: list[Any]
+    errors: list[str]
+
+    FIELDS = (("preload", None), ("forkserver", None), ("prefetch_thread", None),
+              ("prefetches", []), ("errors", []))
 
 
 def _record(started: Started, what: str, exc: BaseException) -> None:
     msg = f"{what} failed: {type(exc).__name__}: {exc}"
     started.errors.append(msg)
-    log.info("%s", msg)
+    _log("%s", msg)
     tracer.instant("error", what=what, error=msg)
 
 
@@ -49,7 +60,8 @@ def start_background(plan: StartupPlan) -> Started:
     """Start everything the plan asks for; returns at once, never raises."""
     started = Started()
     replaying = False
-    if plan.profile_key and _profile_exists(plan.profile_key):
+    has_profile = bool(plan.profile_key) and _profile_exists(plan.profile_key)
+    if has_profile:
         # A startup profile is replayed by a helper process, started before any thread of
         # ours: thousands of small library reads from a thread of this process would wait
         # for the GIL behind the imports they are meant to run ahead of (measured: 2.3 s
@@ -85,7 +97,7 @@ def start_background(plan: StartupPlan) -> Started:
                 environ=plan.forkserver_env)
         except Exception as exc:
             _record(started, "forkserver prewarm", exc)
-    if (plan.prefetch or plan.profile_key) and not replaying:
+    if (plan.prefetch or has_profile) and not replaying:
         try:
             _start_prefetch_thread(plan, started)
         except Exception as exc:
@@ -118,13 +130,13 @@ def _start_prefetch_thread(plan: StartupPlan, started: Started) -> None:
                 if lock is None:
                     tracer.instant("prefetch skipped", cat="prefetch", model=ref,
                                    reason="another process on this host prefetches it")
-                    log.info("prefetch of %s skipped: another process does it", ref)
+                    _log("prefetch of %s skipped: another process does it", ref)
                     continue
                 try:
                     handle = prefetch(snap)
                     started.prefetches.append(handle)
                     handle.wait()
-                    log.info("prefetch of %s: %s", ref, handle.stats)
+                    _log("prefetch of %s: %s", ref, handle.stats)
                 finally:
                     lock.release()
             except Exception as exc:
@@ -173,7 +185,7 @@ def _replay_profile(plan: StartupPlan, started: Started, refs: list) -> bool:
             info.update(usable=checked.usable, reason=checked.reason,
                         stale_files=len(checked.stale_files), bytes=checked.bytes)
         if not checked.usable:
-            log.info("profile %s not used: %s", key, checked.reason)
+            _log("profile %s not used: %s", key, checked.reason)
             return False
         lock = lead(snap.key if snap is not None else f"profile:{key}")
         if lock is None:

@@ -9,14 +9,64 @@ detached helper process has started the prefetch. Exit status, signals, ``sys.ar
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
-__all__ = ["add_parser", "run"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+
+__all__ = ["add_parser", "parse_fast", "run"]
+
+# Options of `headstart run`: name -> (attribute, takes a value). Parsed by hand on the hot
+# path (argparse pulls in re, shutil, bz2 and lzma: milliseconds); argparse still gives
+# --help and every error message.
+_VALUE_OPTIONS = {"--model": "model", "--revision": "revision", "--cache-dir": "cache_dir",
+                  "--hub": "hub", "--preload": "preload", "--trace": "trace"}
+_FLAG_OPTIONS = {"--no-preload": ("no_preload", True), "--no-prefetch": ("no_prefetch", True),
+                 "--no-profile": ("no_profile", True), "--forkserver": ("forkserver", True),
+                 "--no-forkserver": ("forkserver", False)}
+_HUBS = ("auto", "hf", "modelscope")
+
+
+def parse_fast(argv: list[str]):
+    """``run``'s options without argparse; None when argparse must answer (help, errors)."""
+    import types
+
+    ns = types.SimpleNamespace(model=None, revision=None, cache_dir=None, hub=None,
+                               preload=None, no_preload=None, no_prefetch=None,
+                               no_profile=None, forkserver=None, trace=None, verbose=0,
+                               cmd=[], command="run", func=run)
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--" or not arg.startswith("-"):
+            ns.cmd = argv[i:]
+            return ns
+        name, eq, value = arg.partition("=")
+        if name in _VALUE_OPTIONS:
+            if not eq:
+                i += 1
+                if i >= len(argv):
+                    return None
+                value = argv[i]
+            if name == "--hub" and value not in _HUBS:
+                return None
+            setattr(ns, _VALUE_OPTIONS[name], value)
+        elif arg in _FLAG_OPTIONS:
+            attr, flag = _FLAG_OPTIONS[arg]
+            setattr(ns, attr, flag)
+        elif arg == "--verbose" or (len(arg) > 1 and arg[0] == "-" and set(arg[1:]) == {"v"}):
+            ns.verbose += 1 if arg == "--verbose" else len(arg) - 1
+        else:
+            return None  # --help, an unknown or abbreviated option: argparse decides
+        i += 1
+    return ns
 
 
 def add_parser(sub, name: str, help_text: str) -> argparse.ArgumentParser:
+    import argparse
+
     p = sub.add_parser(name, help=help_text, description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        usage="headstart run [OPTIONS] -- CMD [ARGS...]")
