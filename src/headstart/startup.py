@@ -110,6 +110,7 @@ def _start_prefetch_thread(plan: StartupPlan, started: Started) -> None:
     from headstart.models.resolve import resolve_model
     from headstart.pagecache.engine import prefetch
     from headstart.procs.leader import lead
+    from headstart.settings import run_prefetch_options
 
     refs = [(plan.model, plan.revision), *plan.extra_refs] if plan.prefetch else []
     if plan.profile_key:
@@ -133,7 +134,7 @@ def _start_prefetch_thread(plan: StartupPlan, started: Started) -> None:
                     _log("prefetch of %s skipped: another process does it", ref)
                     continue
                 try:
-                    handle = prefetch(snap)
+                    handle = prefetch(snap, **run_prefetch_options())
                     started.prefetches.append(handle)
                     handle.wait()
                     _log("prefetch of %s: %s", ref, handle.stats)

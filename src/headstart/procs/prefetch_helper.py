@@ -60,6 +60,7 @@ def main(argv: list[str]) -> int:
     from headstart.models.resolve import resolve_model
     from headstart.pagecache.engine import prefetch
     from headstart.procs.leader import lead
+    from headstart.settings import run_prefetch_options
 
     spec = json.loads(argv[0])
     parent = int(spec["parent"])
@@ -79,7 +80,7 @@ def main(argv: list[str]) -> int:
             if lock is None:
                 continue
             try:
-                handle = prefetch(snap)
+                handle = prefetch(snap, **run_prefetch_options())
                 while not handle.wait(0.2):
                     if not _alive(parent):
                         handle.cancel()
