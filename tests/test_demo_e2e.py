@@ -1,5 +1,6 @@
-"""A reduced `headstart demo`: a small generated model, 1 run per cell, the real
-`transformers serve`, cold and warm, baseline and headstart. Every run must become ready,
+"""A reduced `headstart demo`: a small generated model, a recorded startup profile, 1 run
+per cell, the real `transformers serve`, cold and warm, baseline and headstart (with and
+without the profile). Every run must become ready,
 both variants must answer the same greedy text, and the report must have every cell."""
 
 from __future__ import annotations
@@ -37,12 +38,15 @@ def test_reduced_demo(tmp_path):
 
     results = json.loads((out / "results.json").read_text())
     cells = {(s["mode"], s["variant"]): s for s in results["summary"]}
-    assert set(cells) == {(m, v) for m in ("cold", "warm") for v in ("baseline", "headstart")}
+    # headstart replays the profile the demo recorded first; headstart-no-profile reads
+    # the model's whole files.
+    variants = ("baseline", "headstart", "headstart-no-profile")
+    assert set(cells) == {(m, v) for m in ("cold", "warm") for v in variants}
     for cell in cells.values():
         assert (cell["ok"], cell["failed"]) == (1, 0), cell
         assert cell["median"] > 0
     samples = [s for s in results["samples"] if not s.get("warmup")]
-    assert len(samples) == 4 and all(s["outcome"] == "ready" for s in samples), samples
+    assert len(samples) == 6 and all(s["outcome"] == "ready" for s in samples), samples
 
     answers = set()
     for s in samples:
@@ -52,7 +56,9 @@ def test_reduced_demo(tmp_path):
 
     report = (out / "report.md").read_text()
     for mode in ("cold", "warm"):
-        for variant in ("baseline", "headstart"):
+        for variant in variants:
             assert f"| {mode} | {variant} | 1/1 |" in report, report
-    # the model was created in headstart's cache folder, not in the working tree
+    # the model was created in headstart's cache folder, not in the working tree,
+    # and the recorded profile was stored there too
     assert any((tmp_path / "cache" / "demo").iterdir())
+    assert any((tmp_path / "cache" / "profiles").iterdir())

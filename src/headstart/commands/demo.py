@@ -37,6 +37,9 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help_text: str
     p.add_argument("--out", help="output folder (default ./bench-out/demo-TIMESTAMP)")
     p.add_argument("--model-dir", help="use or create the demo model here instead of the cache")
     p.add_argument("--no-plot", action="store_true", help="write no PNG chart")
+    p.add_argument("--no-record", action="store_true",
+                   help="do not record a startup profile first (the headstart variant then "
+                        "reads the model's whole files)")
     p.add_argument("-v", "--verbose", action="count", default=0)
     p.set_defaults(func=run)
     return p
@@ -80,6 +83,12 @@ def _throttle(args: argparse.Namespace) -> tuple[str | None, str]:
     return None, "disk not throttled: throttling needs root (run as root or pass --disk-bps)"
 
 
+def _quote(arg: str) -> str:
+    import shlex
+
+    return shlex.quote(arg)
+
+
 def run(args: argparse.Namespace) -> int:
     import time
 
@@ -104,5 +113,18 @@ def run(args: argparse.Namespace) -> int:
     argv += ["--", cli, "serve", "--host", "127.0.0.1", "--port", str(args.port), model]
     # A local folder needs no hub: without this, transformers retries the network first.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    server = argv[argv.index("--") + 1:]
+    if not args.no_record:
+        # `headstart run` replays what a recorded cold start read, in order: record once.
+        _say("recording a startup profile (one cold start)")
+        record = build_parser("record").parse_args(
+            ["record", "--ready-request", url, json.dumps(body), "--model", model,
+             "--timeout", str(args.timeout), "--", *server])
+        if int(record.func(record) or 0) != 0:
+            _say("recording failed: the headstart variant reads whole files instead")
+        argv[argv.index("--"):argv.index("--")] = [
+            "--variant", "headstart-no-profile=" + " ".join(
+                [sys.executable, "-m", "headstart", "run", "--no-profile", "--",
+                 *map(_quote, server)])]
     bench_args = build_parser("bench").parse_args(argv)
     return int(bench_args.func(bench_args) or 0)
