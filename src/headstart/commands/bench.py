@@ -24,6 +24,13 @@ import signal
 import sys
 import time
 
+from headstart.commands._readiness import (
+    READY_USAGE,
+    add_ready_options,
+    probe_from,
+    target_command,
+)
+
 __all__ = ["add_parser", "run"]
 
 
@@ -31,19 +38,9 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help_text: str
                ) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=help_text, description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter,
-                       usage="headstart bench [OPTIONS] (--ready-url URL | --ready-request URL "
-                             "JSON | --ready-log REGEX | --until-exit) -- CMD [ARGS...]")
-    ready = p.add_argument_group("readiness (exactly one)")
-    how = ready.add_mutually_exclusive_group(required=True)
-    how.add_argument("--ready-url", metavar="URL", help="ready when GET URL answers 2xx")
-    how.add_argument("--ready-request", nargs=2, metavar=("URL", "JSON"),
-                     help="ready when POST URL with this JSON body (or @FILE) answers 2xx; "
-                          "the first answer is kept in the run folder")
-    how.add_argument("--ready-log", metavar="REGEX",
-                     help="ready when a line of the target's stdout/stderr matches "
-                          "(sets PYTHONUNBUFFERED=1 for every variant)")
-    how.add_argument("--until-exit", action="store_true",
-                     help="time the whole command; exit status 0 is success")
+                       usage=f"headstart bench [OPTIONS] {READY_USAGE} -- CMD [ARGS...]")
+    add_ready_options(p, "readiness (exactly one)", request_kept=True, log_unbuffered=True,
+                      exit_help="time the whole command; exit status 0 is success")
     p.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
                    help="a run not ready by then is a failed run (default 300)")
     p.add_argument("--runs", type=int, default=3, help="runs per variant and mode (default 3)")
@@ -87,27 +84,6 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help_text: str
 
 def _say(msg: str) -> None:
     print(f"headstart bench: {msg}", file=sys.stderr, flush=True)
-
-
-def _probe(args: argparse.Namespace):
-    from headstart.bench import probes
-    from headstart.errors import HeadstartError
-
-    if args.ready_url:
-        return probes.UrlProbe(args.ready_url)
-    if args.ready_request:
-        try:
-            return probes.RequestProbe(*args.ready_request)
-        except (OSError, ValueError) as exc:
-            raise HeadstartError(f"--ready-request: bad JSON body: {exc}") from None
-    if args.ready_log:
-        import re
-
-        try:
-            return probes.LogProbe(args.ready_log)
-        except re.error as exc:
-            raise HeadstartError(f"--ready-log: bad regular expression: {exc}") from None
-    return probes.ExitProbe()
 
 
 def _variants(args: argparse.Namespace, cmd: list[str]):
@@ -180,11 +156,7 @@ def run(args: argparse.Namespace) -> int:
     from headstart.errors import HeadstartError
     from headstart.sizes import parse_size
 
-    cmd = list(args.cmd)
-    if cmd and cmd[0] == "--":
-        cmd = cmd[1:]
-    if not cmd:
-        raise HeadstartError("no command given (usage: headstart bench [OPTIONS] -- CMD ...)")
+    cmd = target_command(args, "bench")
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if not modes or any(m not in MODES for m in modes):
         raise HeadstartError(f"--modes {args.modes!r}: use cold, warm or cold,warm")
@@ -196,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
         stop_signal = signal.Signals[name if name.startswith("SIG") else "SIG" + name]
     except KeyError:
         raise HeadstartError(f"--stop-signal {args.stop_signal!r}: unknown signal") from None
-    probe = _probe(args)
+    probe = probe_from(args)
     variants = _variants(args, cmd)
     out = args.out or os.path.join("bench-out", time.strftime("%Y%m%d-%H%M%S"))
     out = os.path.abspath(out)

@@ -16,23 +16,22 @@ import os
 import sys
 import tempfile
 
+from headstart.commands._readiness import (
+    READY_USAGE,
+    add_ready_options,
+    probe_from,
+    target_command,
+)
+
 __all__ = ["add_parser", "run"]
 
 
 def add_parser(sub, name: str, help_text: str) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=help_text, description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter,
-                       usage="headstart record [OPTIONS] (--ready-url URL | --ready-request "
-                             "URL JSON | --ready-log REGEX | --until-exit) -- CMD [ARGS...]")
-    ready = p.add_argument_group("readiness (exactly one, as in headstart bench)")
-    how = ready.add_mutually_exclusive_group(required=True)
-    how.add_argument("--ready-url", metavar="URL", help="ready when GET URL answers 2xx")
-    how.add_argument("--ready-request", nargs=2, metavar=("URL", "JSON"),
-                     help="ready when POST URL with this JSON body (or @FILE) answers 2xx")
-    how.add_argument("--ready-log", metavar="REGEX",
-                     help="ready when a line of the target's stdout/stderr matches")
-    how.add_argument("--until-exit", action="store_true",
-                     help="record the whole command; exit status 0 is success")
+                       usage=f"headstart record [OPTIONS] {READY_USAGE} -- CMD [ARGS...]")
+    add_ready_options(p, "readiness (exactly one, as in headstart bench)",
+                      exit_help="record the whole command; exit status 0 is success")
     p.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS")
     p.add_argument("--model", help="model the command loads (default: read from CMD)")
     p.add_argument("--revision", help="revision of the model")
@@ -62,20 +61,15 @@ def _say(msg: str) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from headstart.commands.bench import _probe
     from headstart.errors import HeadstartError
     from headstart.profiles.record import record_startup
     from headstart.sizes import format_size
 
-    cmd = list(args.cmd)
-    if cmd and cmd[0] == "--":
-        cmd = cmd[1:]
-    if not cmd:
-        raise HeadstartError("no command given (usage: headstart record [OPTIONS] -- CMD ...)")
+    cmd = target_command(args, "record")
     for p in args.evict:
         if not os.path.exists(p):
             raise HeadstartError(f"--evict {p}: no such file or folder")
-    probe = _probe(args)
+    probe = probe_from(args)
     env = None
     if args.ready_log and "PYTHONUNBUFFERED" not in os.environ:
         env = dict(os.environ, PYTHONUNBUFFERED="1")

@@ -1,0 +1,61 @@
+"""What ``headstart bench`` and ``headstart record`` share: the readiness options, the probe
+they build, and the target command after ``--``."""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["READY_USAGE", "add_ready_options", "probe_from", "target_command"]
+
+READY_USAGE = "(--ready-url URL | --ready-request URL JSON | --ready-log REGEX | --until-exit)"
+
+
+def add_ready_options(p: argparse.ArgumentParser, title: str, *, request_kept: bool = False,
+                      log_unbuffered: bool = False, exit_help: str) -> None:
+    """Exactly one of the four readiness options, as a required group."""
+    ready = p.add_argument_group(title)
+    how = ready.add_mutually_exclusive_group(required=True)
+    how.add_argument("--ready-url", metavar="URL", help="ready when GET URL answers 2xx")
+    how.add_argument("--ready-request", nargs=2, metavar=("URL", "JSON"),
+                     help="ready when POST URL with this JSON body (or @FILE) answers 2xx"
+                          + ("; the first answer is kept in the run folder"
+                             if request_kept else ""))
+    how.add_argument("--ready-log", metavar="REGEX",
+                     help="ready when a line of the target's stdout/stderr matches"
+                          + (" (sets PYTHONUNBUFFERED=1 for every variant)"
+                             if log_unbuffered else ""))
+    how.add_argument("--until-exit", action="store_true", help=exit_help)
+
+
+def probe_from(args: argparse.Namespace):
+    """The readiness probe the options ask for; bad input is a HeadstartError."""
+    from headstart.bench import probes
+    from headstart.errors import HeadstartError
+
+    if args.ready_url:
+        return probes.UrlProbe(args.ready_url)
+    if args.ready_request:
+        try:
+            return probes.RequestProbe(*args.ready_request)
+        except (OSError, ValueError) as exc:
+            raise HeadstartError(f"--ready-request: bad JSON body: {exc}") from None
+    if args.ready_log:
+        import re
+
+        try:
+            return probes.LogProbe(args.ready_log)
+        except re.error as exc:
+            raise HeadstartError(f"--ready-log: bad regular expression: {exc}") from None
+    return probes.ExitProbe()
+
+
+def target_command(args: argparse.Namespace, command: str) -> list[str]:
+    """CMD after ``--``; a HeadstartError when there is none."""
+    from headstart.errors import HeadstartError
+
+    cmd = list(args.cmd)
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    if not cmd:
+        raise HeadstartError(f"no command given (usage: headstart {command} [OPTIONS] -- CMD ...)")
+    return cmd
