@@ -28,6 +28,8 @@ PROBE = textwrap.dedent(
     print("spec", getattr(getattr(main, "__spec__", None), "name", None))
     print("main-is-us", main.__dict__ is globals())
     print("leftovers", sorted(k for k in globals() if not k.startswith("__")))
+    def annotated(x: int) -> None: ...
+    print("annotations", annotated.__annotations__)  # no __future__ flags leak into targets
     sys.exit(int(os.environ.get("PROBE_EXIT", "0")))
     """
 )

@@ -175,7 +175,7 @@ def run_in_process(launch: Launch) -> None:
     if launch.kind == "code":
         sys.path[0:1] = [""]
         globs = _fresh_main()
-        exec(compile(launch.code or "", "<string>", "exec"), globs)
+        exec(compile(launch.code or "", "<string>", "exec", dont_inherit=True), globs)
         return
     # console script or script file: python puts the script's folder first on sys.path.
     path = launch.path or ""
@@ -185,7 +185,7 @@ def run_in_process(launch: Launch) -> None:
     globs = _fresh_main()
     globs.update(__file__=os.path.abspath(path), __cached__=None, __package__=None, __spec__=None,
                  __loader__=None)
-    exec(compile(source, path, "exec"), globs)
+    exec(compile(source, path, "exec", dont_inherit=True), globs)
 
 
 def exec_target(argv: list[str] | tuple[str, ...]) -> None:
