@@ -47,7 +47,13 @@ def test_prefetch_folder_json_then_warm(model):
     assert stats["bytes_read"] >= 8 * MiB and stats["errors"] == []
     assert fincore_bytes(*shards) == 8 * MiB
     assert resident(root / "notes.txt") == 0  # not a file a server loads
-    warm = json.loads(hs("prefetch", str(root), "--json").stdout)["stats"]
+    # A resident folder is read again as 0 bytes. Another process on a shared machine can
+    # evict the pages between the two commands (seen once in CI): then prefetch again and
+    # retry, a few times; an engine that never skips resident pages still fails.
+    for _attempt in range(3):
+        warm = json.loads(hs("prefetch", str(root), "--json").stdout)["stats"]
+        if warm["bytes_read"] == 0:
+            break
     assert warm["bytes_read"] == 0 and warm["bytes_skipped_resident"] >= 8 * MiB
 
 

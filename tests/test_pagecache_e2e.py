@@ -35,7 +35,12 @@ def test_cold_2gb_folder(tmp_path):
         assert cold["errors"] == []
         resident = [fincore_bytes(s) for s in shards]
         assert sum(resident) >= 0.99 * total, (resident, cold)
-        warm = _prefetch(str(folder))
+        # Retried a few times: another process on a shared machine can evict pages between
+        # the two commands; an engine that never skips resident pages still fails.
+        for _attempt in range(3):
+            warm = _prefetch(str(folder))
+            if warm["bytes_read"] == 0:
+                break
         assert warm["bytes_read"] == 0 and warm["bytes_skipped_resident"] == total
         drop(*shards)
         quarter = _prefetch(str(folder), "--budget", str(total // 4))
