@@ -107,10 +107,7 @@ def start_background(plan: StartupPlan) -> Started:
 
 def _start_prefetch_thread(plan: StartupPlan, started: Started) -> None:
     # Imported here, in the calling (main) thread: see the module docstring, point 3.
-    from headstart.models.resolve import resolve_model
-    from headstart.pagecache.engine import prefetch
-    from headstart.procs.leader import lead
-    from headstart.settings import run_prefetch_options
+    from headstart.procs.model_prefetch import prefetch_refs
 
     refs = [(plan.model, plan.revision), *plan.extra_refs] if plan.prefetch else []
     if plan.profile_key:
@@ -120,28 +117,9 @@ def _start_prefetch_thread(plan: StartupPlan, started: Started) -> None:
     def work() -> None:
         if plan.profile_key and _replay_profile(plan, started, refs):
             return  # the profile covered the model too: no whole-file plan
-        for ref, revision in refs:
-            try:
-                with tracer.span("resolve", cat="prefetch", model=ref) as info:
-                    snap = resolve_model(ref, revision=revision, cache_dir=plan.cache_dir,
-                                         hub=plan.hub)
-                    info["files"] = len(snap.files)
-                    info["bytes"] = snap.total_bytes
-                lock = lead(snap.key)
-                if lock is None:
-                    tracer.instant("prefetch skipped", cat="prefetch", model=ref,
-                                   reason="another process on this host prefetches it")
-                    _log("prefetch of %s skipped: another process does it", ref)
-                    continue
-                try:
-                    handle = prefetch(snap, **run_prefetch_options())
-                    started.prefetches.append(handle)
-                    handle.wait()
-                    _log("prefetch of %s: %s", ref, handle.stats)
-                finally:
-                    lock.release()
-            except Exception as exc:
-                _record(started, f"prefetch of {ref}", exc)
+        prefetch_refs(refs, cache_dir=plan.cache_dir, hub=plan.hub,
+                      on_handle=started.prefetches.append,
+                      on_error=lambda ref, exc: _record(started, f"prefetch of {ref}", exc))
 
     thread = threading.Thread(target=work, name="headstart-prefetch", daemon=True)
     thread.start()

@@ -57,10 +57,7 @@ def _replay_profile(spec: dict, parent: int) -> bool:
 
 
 def main(argv: list[str]) -> int:
-    from headstart.models.resolve import resolve_model
-    from headstart.pagecache.engine import prefetch
-    from headstart.procs.leader import lead
-    from headstart.settings import run_prefetch_options
+    from headstart.procs.model_prefetch import prefetch_refs
 
     spec = json.loads(argv[0])
     parent = int(spec["parent"])
@@ -72,23 +69,8 @@ def main(argv: list[str]) -> int:
         atexit.register(tracer.write, spec["trace"])
     if spec.get("profile") and _replay_profile(spec, parent):
         return 0
-    for ref, revision in spec["refs"]:
-        try:
-            snap = resolve_model(ref, revision=revision, cache_dir=spec.get("cache_dir"),
-                                 hub=spec.get("hub") or "auto")
-            lock = lead(snap.key)
-            if lock is None:
-                continue
-            try:
-                handle = prefetch(snap, **run_prefetch_options())
-                while not handle.wait(0.2):
-                    if not _alive(parent):
-                        handle.cancel()
-                        return 0
-            finally:
-                lock.release()
-        except Exception:  # best-effort by contract: the target runs regardless
-            continue
+    prefetch_refs(spec["refs"], cache_dir=spec.get("cache_dir"), hub=spec.get("hub") or "auto",
+                  keep_going=lambda: _alive(parent))
     return 0
 
 
