@@ -148,9 +148,14 @@ _HOLDER = textwrap.dedent("""
     lock = lead(key, directory=directory)
     assert lock is not None
     if "fork" in children:      # a plain fork() child, like a fork-started worker
+        r, w = os.pipe()
         if os.fork() == 0:
+            # at-fork hooks have run once fork() returns here; say so, so the test kills
+            # the holder only after the child has dropped its copy (not in that window)
+            os.write(w, b"x")
             time.sleep(60)
             os._exit(0)
+        os.read(r, 1)
     if "exec" in children:      # an exec'd child that keeps every inheritable descriptor
         subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
                          close_fds=False)
