@@ -20,7 +20,10 @@ processes see changes.
 ``HEADSTART_PREFETCH_WORKERS``  reader threads of ``headstart run``'s whole-file prefetch
 ``HEADSTART_PREFETCH_BLOCK``  their block size (``4MiB``)
 ``HEADSTART_PREFETCH_METHOD``  ``pread`` | ``populate`` | ``auto``
-``HEADSTART_PROFILE_WORKERS`` ``LIB,WEIGHTS`` reader threads of a profile replay
+``HEADSTART_REPLAY_METHOD``  profile replay: ``readahead`` (default) | ``engine``
+``HEADSTART_REPLAY_WINDOW``  bytes a ``readahead`` replay keeps asked for (``64MiB``)
+``HEADSTART_REPLAY_EARLY_RATE``  bytes/s of weights while the target imports (``384MB``)
+``HEADSTART_PROFILE_WORKERS`` ``LIB,WEIGHTS`` reader threads of an ``engine`` replay
 =========================  ==========================================================
 
 Hugging Face and ModelScope variables are read with the precedence their own libraries use
@@ -32,12 +35,14 @@ from __future__ import annotations
 import os
 
 __all__ = [
+    "REPLAY_DEFAULTS",
     "RUN_PREFETCH_DEFAULTS",
     "env_bool",
     "env_str",
     "headstart_cache",
     "hf_hub_cache",
     "modelscope_cache",
+    "replay_options",
     "run_prefetch_options",
     "runtime_dir",
 ]
@@ -85,6 +90,35 @@ def run_prefetch_options() -> dict[str, object]:
     method = env_str("HEADSTART_PREFETCH_METHOD")
     if method in ("pread", "populate", "auto"):
         opts["method"] = method
+    return opts
+
+
+# Weights read at full speed while the target imports slowed its imports by 0.4-0.5 s
+# on 2 cores (torch import 0.98 s -> 1.35-1.45 s; libraries alone: 0.98 s), though the
+# disk was idle otherwise: filling the page cache at 2 GB/s takes CPU from the importer.
+# A cap that is no loss on a slow disk (the disk is the limit there) and a fraction of the
+# contention on a fast one, lifted when the target's preloads finish.
+REPLAY_DEFAULTS = {"window": 64 * 2**20, "early_rate": 384 * 10**6}
+
+
+def replay_options() -> dict[str, object]:
+    """How a startup profile is replayed: ``{"method": "readahead" | "engine", "window":
+    bytes, "early_rate": bytes/s}`` (see :mod:`headstart.pagecache.readahead`)."""
+    from headstart.sizes import parse_size
+
+    method = env_str("HEADSTART_REPLAY_METHOD", "readahead")
+    opts: dict[str, object] = {"method": method if method in ("readahead", "engine")
+                               else "readahead", **REPLAY_DEFAULTS}
+    for key, name, least in (("window", "HEADSTART_REPLAY_WINDOW", 4096),
+                             ("early_rate", "HEADSTART_REPLAY_EARLY_RATE", 0)):
+        value = env_str(name)
+        if value:
+            try:
+                size = parse_size(value)
+            except ValueError:
+                continue
+            if size >= least:
+                opts[key] = size
     return opts
 
 

@@ -13,6 +13,7 @@ would without headstart. Order matters:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 
@@ -68,7 +69,16 @@ def start_background(plan: StartupPlan) -> Started:
         # instead of 0.5 s for 146 MB). The helper checks the profile, falls back to the
         # whole-file plan when it is stale, and stops when this process exits.
         try:
-            start_detached_prefetch(plan, exec_helper=False)
+            # the helper reads weights gently until the preloads are done (see settings)
+            imports_r, imports_w = os.pipe2(os.O_CLOEXEC)
+            try:
+                start_detached_prefetch(plan, exec_helper=False, imports_fd=imports_r,
+                                        close_in_helper=imports_w)
+            except BaseException:
+                os.close(imports_w)
+                raise
+            finally:
+                os.close(imports_r)
             replaying = True
             tracer.instant("profile replay", cat="prefetch", key=plan.profile_key,
                            where="helper process")
@@ -78,9 +88,12 @@ def start_background(plan: StartupPlan) -> Started:
         try:
             from headstart.imports.preload import preload
 
-            started.preload = preload(list(plan.preload))
+            started.preload = preload(list(plan.preload), on_done=(
+                (lambda: _signal_imports_done(imports_w)) if replaying else None))
         except Exception as exc:
             _record(started, "preload", exc)
+    if replaying and started.preload is None:
+        _signal_imports_done(imports_w)  # nothing to wait for: full speed
     if plan.forkserver:
         try:
             # The prewarm thread needs these; import them here (point 3 above).
@@ -105,21 +118,31 @@ def start_background(plan: StartupPlan) -> Started:
     return started
 
 
+def _signal_imports_done(fd: int) -> None:
+    """Tell the replay helper the preloads are done: one byte, then close (idempotent)."""
+    with contextlib.suppress(OSError):
+        os.write(fd, b"1")
+    with contextlib.suppress(OSError):
+        os.close(fd)
+
+
 def _start_prefetch_thread(plan: StartupPlan, started: Started) -> None:
     # Imported here, in the calling (main) thread: see the module docstring, point 3.
-    from headstart.procs.model_prefetch import prefetch_refs
+    from headstart.procs.model_prefetch import prefetch_refs, replay_profile
 
     refs = [(plan.model, plan.revision), *plan.extra_refs] if plan.prefetch else []
     if plan.profile_key:
-        from headstart.profiles.replay import replay  # noqa: F401  (point 3 above)
+        from headstart.pagecache import budget, readahead  # noqa: F401  (point 3 above)
+        from headstart.profiles.replay import replay  # noqa: F401
         from headstart.profiles.store import load_profile, validate  # noqa: F401
 
     def work() -> None:
-        if plan.profile_key and _replay_profile(plan, started, refs):
+        where = {"cache_dir": plan.cache_dir, "hub": plan.hub,
+                 "on_handle": started.prefetches.append,
+                 "on_error": lambda what, exc: _record(started, f"prefetch of {what}", exc)}
+        if plan.profile_key and replay_profile(plan.profile_key, refs, **where):
             return  # the profile covered the model too: no whole-file plan
-        prefetch_refs(refs, cache_dir=plan.cache_dir, hub=plan.hub,
-                      on_handle=started.prefetches.append,
-                      on_error=lambda ref, exc: _record(started, f"prefetch of {ref}", exc))
+        prefetch_refs(refs, **where)
 
     thread = threading.Thread(target=work, name="headstart-prefetch", daemon=True)
     thread.start()
@@ -136,52 +159,9 @@ def _profile_exists(key: str) -> bool:
         return False
 
 
-def _replay_profile(plan: StartupPlan, started: Started, refs: list) -> bool:
-    """Replay a matching, still valid startup profile; False: none (use the whole-file plan).
-
-    One stat + one small JSON read, then a stat per recorded file, all in this background
-    thread. The model is resolved first when the plan has one, so a profile recorded for
-    another snapshot is refused.
-    """
-    from headstart.models.resolve import resolve_model
-    from headstart.procs.leader import lead
-    from headstart.profiles.replay import replay
-    from headstart.profiles.store import load_profile, validate
-
-    key = plan.profile_key
-    try:
-        with tracer.span("profile lookup", cat="prefetch", key=key) as info:
-            profile = load_profile(key)
-            info["found"] = profile is not None
-            if profile is None:
-                return False
-            snap = None
-            if refs:
-                ref, revision = refs[0]
-                snap = resolve_model(ref, revision=revision, cache_dir=plan.cache_dir,
-                                     hub=plan.hub)
-            checked = validate(profile, snap)
-            info.update(usable=checked.usable, reason=checked.reason,
-                        stale_files=len(checked.stale_files), bytes=checked.bytes)
-        if not checked.usable:
-            _log("profile %s not used: %s", key, checked.reason)
-            return False
-        lock = lead(snap.key if snap is not None else f"profile:{key}")
-        if lock is None:
-            tracer.instant("prefetch skipped", cat="prefetch", key=key,
-                           reason="another process on this host prefetches it")
-            return True
-        try:
-            replay(checked, on_handle=started.prefetches.append)
-        finally:
-            lock.release()
-        return True
-    except Exception as exc:
-        _record(started, f"profile {key}", exc)
-        return False
-
-
-def start_detached_prefetch(plan: StartupPlan, *, exec_helper: bool = True) -> None:
+def start_detached_prefetch(plan: StartupPlan, *, exec_helper: bool = True,
+                            imports_fd: int | None = None,
+                            close_in_helper: int | None = None) -> None:
     """For an exec'd target: prefetch in a helper process that outlives the exec.
 
     Double fork: the helper is not a child of the target (a server that reaps unknown
@@ -189,14 +169,16 @@ def start_detached_prefetch(plan: StartupPlan, *, exec_helper: bool = True) -> N
     kept across exec) and stops when the target exits, so Ctrl-C leaves no reader behind.
     ``exec_helper=False`` (an in-process target's profile replay, called before any thread
     of ours exists): the helper is the forked copy itself, no new interpreter, so it starts
-    reading ~0.1 s earlier, before the target's first imports fault the files in.
+    reading ~0.1 s earlier, before the target's first imports fault the files in;
+    ``imports_fd`` is then passed on to it (see ``prefetch_helper``) and
+    ``close_in_helper`` (the pipe's write end) closed there.
     """
     import json
     import sys
 
     spec = {"refs": [(plan.model, plan.revision), *plan.extra_refs] if plan.prefetch else [],
             "cache_dir": plan.cache_dir, "hub": plan.hub, "parent": os.getpid(),
-            "profile": plan.profile_key,
+            "profile": plan.profile_key, "imports_fd": imports_fd,
             # the helper's own Chrome trace (wall_t0 aligns it with the target's)
             "trace": os.path.abspath(plan.trace) + ".helper.json" if plan.trace else None}
     argv = [sys.executable, "-m", "headstart.procs.prefetch_helper", json.dumps(spec)]
@@ -205,6 +187,8 @@ def start_detached_prefetch(plan: StartupPlan, *, exec_helper: bool = True) -> N
         try:
             os.setsid()
             if os.fork() == 0:
+                if close_in_helper is not None:
+                    os.close(close_in_helper)
                 devnull = os.open(os.devnull, os.O_RDWR)
                 for fd in (0, 1, 2):
                     os.dup2(devnull, fd)

@@ -172,6 +172,23 @@ assert ("preload slowpkg", "import") in names and ("import wait slowpkg", "impor
 ''')
 
 
+def test_on_done_runs_once_after_every_import_even_a_failed_one() -> None:
+    run_script(FIXTURE + '''
+import threading, headstart
+calls = []
+h = headstart.preload(["slowpkg", "no_such_module_xyz"],
+                      on_done=lambda: calls.append((threading.current_thread().name,
+                                                    dict(h.results))))
+assert h.wait(30)
+for _ in range(100):  # on_done runs right after `done` is set, in the owner thread
+    if calls:
+        break
+    threading.Event().wait(0.01)
+assert calls == [("headstart-preload",
+                  {"slowpkg": "imported", "no_such_module_xyz": "failed"})], calls
+''')
+
+
 def test_gate_becomes_a_pass_through_under_another_wrapper() -> None:
     run_script(FIXTURE + '''
 import builtins, importlib, os, sys

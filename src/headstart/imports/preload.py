@@ -24,7 +24,7 @@ import os
 import threading
 import time
 import traceback
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from headstart.imports import gate
@@ -48,8 +48,10 @@ class Preload:
     ``"owner-gone"``).
     """
 
-    def __init__(self, modules: Iterable[str], stall_timeout: float) -> None:
+    def __init__(self, modules: Iterable[str], stall_timeout: float,
+                 on_done: Callable[[], object] | None = None) -> None:
         self.modules: tuple[str, ...] = tuple(modules)
+        self._on_done = on_done
         self.stall_timeout = stall_timeout
         self.results: dict[str, str] = {}
         self.errors: dict[str, BaseException] = {}
@@ -96,6 +98,15 @@ class Preload:
             for entry in self._entries.values():  # belt and braces: never leave a gate shut
                 gate.release(entry)
             self._finished.set()
+            self._call_on_done()
+
+    def _call_on_done(self) -> None:
+        callback, self._on_done = self._on_done, None
+        if callback is not None:
+            try:
+                callback()
+            except Exception as exc:  # best-effort: never into the owner thread's caller
+                _log.debug("preload on_done: %r", exc)
 
     def _import_one(self, name: str) -> None:
         start_us = tracer.now()
@@ -153,7 +164,8 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def preload(modules: Iterable[str], *, stall_timeout: float = _DEFAULT_STALL_TIMEOUT) -> Preload:
+def preload(modules: Iterable[str], *, stall_timeout: float = _DEFAULT_STALL_TIMEOUT,
+            on_done: Callable[[], object] | None = None) -> Preload:
     """Import ``modules`` in order in one background daemon thread, race-free.
 
     Returns at once with a :class:`Preload` handle. Until the owner thread has finished a
@@ -163,9 +175,11 @@ def preload(modules: Iterable[str], *, stall_timeout: float = _DEFAULT_STALL_TIM
 
     ``stall_timeout``: a waiter stops waiting when the thread it depends on made no
     progress at all for this many seconds (it may be waiting for the waiter in a way the
-    gate cannot see, such as a ``join``). Never raises; bad entries are recorded as failed.
+    gate cannot see, such as a ``join``). ``on_done()`` is called once, in the owner
+    thread, when every module is imported or failed (its exceptions are logged and dropped).
+    Never raises; bad entries are recorded as failed.
     """
-    handle = Preload([m for m in modules], stall_timeout)
+    handle = Preload([m for m in modules], stall_timeout, on_done)
     try:
         thread = threading.Thread(target=handle._run, name="headstart-preload", daemon=True)
         handle._thread = thread
@@ -181,6 +195,7 @@ def preload(modules: Iterable[str], *, stall_timeout: float = _DEFAULT_STALL_TIM
         for entry in handle._entries.values():
             gate.release(entry)
         handle._finished.set()
+        handle._call_on_done()
     finally:
         handle._go.set()
     return handle

@@ -75,8 +75,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_METHOD = "populate"
 _PAGE = syscalls.PAGE_SIZE
-_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
-_NOATIME = getattr(os, "O_NOATIME", 0)
 POPULATE_WINDOW = 64 * 2**20  # largest mapping one populate call covers (see above)
 
 
@@ -370,10 +368,7 @@ class Prefetch:
 
     def _open(self, path: str, st: os.stat_result) -> _File | None:
         try:
-            try:
-                fd = os.open(path, _OPEN_FLAGS | _NOATIME)
-            except PermissionError:  # O_NOATIME needs ownership; plain read access suffices
-                fd = os.open(path, _OPEN_FLAGS)
+            fd = syscalls.open_for_read(path)
         except OSError as exc:
             self._error(path, _reason(exc, path))
             return None
@@ -447,7 +442,9 @@ class Prefetch:
         # mmap faults read around, up to about a readahead window before and after the
         # mapping: read exactly (pread, readahead off) where that would leave the range
         # or exceed the budget
-        margin = 2 * _readahead_bytes(entry.key[0]) if self._method == "populate" else 0
+        margin = 0
+        if self._method == "populate":  # 16 MiB when sysfs does not say: err on exact reads
+            margin = 2 * syscalls.readahead_window(entry.key[0], 16 * 2**20)
         whole = None
         if self._skip_resident or budget is not None:
             whole = self._resident(entry.fd, offset, length)
@@ -633,21 +630,6 @@ class Prefetch:
 
 class _Skip(Exception):
     """A path that is not a readable regular file, with the reason as its message."""
-
-
-_READAHEAD: dict[int, int] = {}
-
-
-def _readahead_bytes(st_dev: int) -> int:
-    """The kernel readahead window of the device holding a file (16 MiB when unknown)."""
-    value = _READAHEAD.get(st_dev)
-    if value is None:
-        value = 16 * 2**20
-        name = f"/sys/class/bdi/{os.major(st_dev)}:{os.minor(st_dev)}/read_ahead_kb"
-        with contextlib.suppress(OSError, ValueError), open(name) as fh:
-            value = int(fh.read().strip()) * 1024
-        _READAHEAD[st_dev] = value
-    return value
 
 
 def _pick_method(method: str) -> str:

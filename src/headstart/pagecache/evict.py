@@ -23,7 +23,6 @@ from headstart.pagecache.residency import _expanded, file_residency
 
 __all__ = ["Eviction", "FileEviction", "evict"]
 
-_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
 
 
 @dataclass(frozen=True)
@@ -126,7 +125,7 @@ def evict(what: Readable) -> Eviction:
             continue
         error = None
         try:
-            fd = os.open(r.path, _OPEN_FLAGS)
+            fd = os.open(r.path, syscalls.OPEN_READ_FLAGS)
             try:
                 os.posix_fadvise(fd, before.offset, before.size if r.length is not None else 0,
                                  os.POSIX_FADV_DONTNEED)

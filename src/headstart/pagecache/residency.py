@@ -19,7 +19,6 @@ from headstart.pagecache.ranges import Range, Readable, expand_paths, to_ranges
 
 __all__ = ["FileResidency", "Residency", "residency"]
 
-_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
 
 
 @dataclass(frozen=True)
@@ -101,7 +100,7 @@ def file_residency(path: str, offset: int = 0, length: int | None = None) -> Fil
     if not stat_mod.S_ISREG(st.st_mode):
         return FileResidency(path, 0, 0, False, False, offset, error=file_kind(st.st_mode))
     try:
-        fd = os.open(path, _OPEN_FLAGS)
+        fd = os.open(path, syscalls.OPEN_READ_FLAGS)
     except OSError as exc:
         return FileResidency(path, st.st_size, 0, False, False, offset,
                              error=os_reason(exc, path))

@@ -26,6 +26,7 @@ from typing import NamedTuple
 
 __all__ = [
     "MADV_POPULATE_READ",
+    "OPEN_READ_FLAGS",
     "PAGE_SIZE",
     "TMPFS_LIKE",
     "CacheStat",
@@ -83,6 +84,37 @@ _lock = threading.Lock()
 _libc: ctypes.CDLL | None = None
 _cachestat_ok: bool | None = None  # None: not tried yet
 _populate_ok: bool | None = None
+
+
+OPEN_READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+_NOATIME = getattr(os, "O_NOATIME", 0)
+
+
+def open_for_read(path: str) -> int:
+    """A read-only descriptor that does not update atime when the caller owns the file."""
+    try:
+        return os.open(path, OPEN_READ_FLAGS | _NOATIME)
+    except PermissionError:  # O_NOATIME needs ownership; plain read access suffices
+        return os.open(path, OPEN_READ_FLAGS)
+
+
+_READAHEAD: dict[int, int] = {}
+
+
+def readahead_window(st_dev: int, default: int) -> int:
+    """The kernel readahead window (``read_ahead_kb``) of the device holding a file, in
+    bytes; ``default`` when sysfs does not say."""
+    value = _READAHEAD.get(st_dev)
+    if value is None:
+        value = default
+        name = f"/sys/class/bdi/{os.major(st_dev)}:{os.minor(st_dev)}/read_ahead_kb"
+        try:
+            with open(name) as fh:
+                value = int(fh.read().strip()) * 1024
+        except (OSError, ValueError):
+            pass
+        _READAHEAD[st_dev] = value
+    return value
 
 
 def _lib() -> ctypes.CDLL:

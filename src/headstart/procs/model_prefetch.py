@@ -1,4 +1,5 @@
-"""Whole-file prefetch of a target's model references, one leader per host and snapshot.
+"""Prefetch of a target's model references, one leader per host and snapshot: a recorded
+startup profile's ranges (:func:`replay_profile`) or the whole files (:func:`prefetch_refs`).
 
 Shared by ``headstart run``'s prefetch thread (in-process targets) and the detached helper
 process (exec'd targets). Best-effort: a reference that fails is reported to ``on_error``
@@ -15,7 +16,7 @@ from headstart.procs.leader import lead
 from headstart.settings import run_prefetch_options
 from headstart.trace import tracer
 
-__all__ = ["prefetch_refs"]
+__all__ = ["prefetch_refs", "replay_profile"]
 
 
 def _log(msg: str, *args: object) -> None:
@@ -56,3 +57,52 @@ def prefetch_refs(refs: Iterable[tuple[str, str | None]], *, cache_dir: str | No
         except Exception as exc:  # best-effort by contract: the target runs regardless
             if on_error is not None:
                 on_error(ref, exc)
+
+
+def replay_profile(key: str, refs: list[tuple[str, str | None]], *, cache_dir: str | None,
+                   hub: str, on_handle: Callable[[Prefetch], object] = lambda _h: None,
+                   keep_going: Callable[[], bool] = lambda: True,
+                   on_error: Callable[[str, BaseException], object] | None = None,
+                   imports_done: Callable[[float], bool] | None = None) -> bool:
+    """Replay the startup profile ``key`` when it exists and is still valid.
+
+    ``imports_done``: see :func:`headstart.profiles.replay.replay`.
+
+    The first ref (the target's model) is resolved first, so a profile recorded for another
+    snapshot is refused. Returns True when the profile was used (or another process on this
+    host replays it), False when the caller should fall back to :func:`prefetch_refs`.
+    """
+    from headstart.profiles.replay import replay
+    from headstart.profiles.store import load_profile, validate
+
+    try:
+        with tracer.span("profile lookup", cat="prefetch", key=key) as info:
+            profile = load_profile(key)
+            info["found"] = profile is not None
+            if profile is None:
+                return False
+            snap = None
+            if refs:
+                ref, revision = refs[0]
+                snap = resolve_model(ref, revision=revision, cache_dir=cache_dir, hub=hub)
+            checked = validate(profile, snap)
+            info.update(usable=checked.usable, reason=checked.reason,
+                        stale_files=len(checked.stale_files), bytes=checked.bytes)
+        if not checked.usable:
+            _log("profile %s not used: %s", key, checked.reason)
+            return False
+        lock = lead(snap.key if snap is not None else f"profile:{key}")
+        if lock is None:
+            tracer.instant("prefetch skipped", cat="prefetch", key=key,
+                           reason="another process on this host prefetches it")
+            return True
+        try:
+            replay(checked, on_handle=on_handle, cancelled=lambda: not keep_going(),
+                   imports_done=imports_done)
+        finally:
+            lock.release()
+        return True
+    except Exception as exc:  # best-effort by contract: the caller falls back
+        if on_error is not None:
+            on_error(f"profile {key}", exc)
+        return False

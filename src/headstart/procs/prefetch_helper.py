@@ -1,6 +1,8 @@
 """``python -m headstart.procs.prefetch_helper SPEC``: the detached prefetcher of exec'd targets.
 
-SPEC is JSON: ``{"refs": [[ref, revision], ...], "cache_dir": ..., "hub": ..., "parent": pid}``.
+SPEC is JSON: ``{"refs": [[ref, revision], ...], "cache_dir": ..., "hub": ..., "parent": pid}``,
+plus ``"profile": KEY`` and, for a helper forked from an in-process target, ``"imports_fd"``
+(the read end of a pipe the target writes to when its preloads are done).
 Stops early when ``parent`` (the exec'd target) is gone. Never prints; exit status 0.
 """
 
@@ -23,41 +25,27 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _replay_profile(spec: dict, parent: int) -> bool:
-    """Replay a matching startup profile (headstart.profiles); False: use the whole files."""
-    try:
-        from headstart.models.resolve import resolve_model
-        from headstart.procs.leader import lead
-        from headstart.profiles.replay import replay
-        from headstart.profiles.store import load_profile, validate
+def _fd_signal(fd: int):
+    """``wait(timeout) -> bool``: True once ``fd`` (a pipe the target writes to, or closes,
+    when its imports are done) is readable; stays True after."""
+    import select
 
-        profile = load_profile(spec["profile"])
-        if profile is None:
-            return False
-        snap = None
-        if spec["refs"]:
-            ref, revision = spec["refs"][0]
-            snap = resolve_model(ref, revision=revision, cache_dir=spec.get("cache_dir"),
-                                 hub=spec.get("hub") or "auto")
-        checked = validate(profile, snap)
-        if not checked.usable:
-            return False
-        lock = lead(snap.key if snap is not None else f"profile:{spec['profile']}")
-        if lock is None:
-            return True
-        handles: list = []
-        try:
-            replay(checked, on_handle=handles.append,
-                   cancelled=lambda: not _alive(parent))
-        finally:
-            lock.release()
-        return True
-    except Exception:  # best-effort by contract
-        return False
+    fired = False
+
+    def wait(timeout: float) -> bool:
+        nonlocal fired
+        if not fired:
+            try:
+                fired = bool(select.select([fd], [], [], timeout)[0])
+            except (OSError, ValueError):
+                fired = True  # no signal to wait for: full speed
+        return fired
+
+    return wait
 
 
 def main(argv: list[str]) -> int:
-    from headstart.procs.model_prefetch import prefetch_refs
+    from headstart.procs.model_prefetch import prefetch_refs, replay_profile
 
     spec = json.loads(argv[0])
     parent = int(spec["parent"])
@@ -67,10 +55,15 @@ def main(argv: list[str]) -> int:
         from headstart.trace import tracer
 
         atexit.register(tracer.write, spec["trace"])
-    if spec.get("profile") and _replay_profile(spec, parent):
+    refs = [tuple(r) for r in spec["refs"]]
+    where = {"cache_dir": spec.get("cache_dir"), "hub": spec.get("hub") or "auto",
+             "keep_going": lambda: _alive(parent)}
+    imports_fd = spec.get("imports_fd")
+    imports_done = _fd_signal(imports_fd) if isinstance(imports_fd, int) else None
+    if spec.get("profile") and replay_profile(spec["profile"], refs, imports_done=imports_done,
+                                              **where):
         return 0
-    prefetch_refs(spec["refs"], cache_dir=spec.get("cache_dir"), hub=spec.get("hub") or "auto",
-                  keep_going=lambda: _alive(parent))
+    prefetch_refs(refs, **where)
     return 0
 
 

@@ -2,9 +2,13 @@
 
 The library ranges (interpreter, shared libraries, ``.py``/``.pyc``, sidecars) in the
 order the process tree first opened them, then the weight ranges in the order the loader
-made them resident. With equal worker counts (the default) this is one ordered queue of
-:func:`headstart.pagecache.engine.prefetch`; ``HEADSTART_PROFILE_WORKERS=LIB,WEIGHTS``
-with different counts runs two phases (libraries, then weights).
+made them resident, as one ordered stream.
+
+By default the stream goes to :func:`headstart.pagecache.readahead.readahead`: the kernel
+reads, one thread submits and keeps a bounded window in flight. ``HEADSTART_REPLAY_METHOD=
+engine`` (or a device whose readahead advice does nothing) uses the page-cache engine's
+reader threads instead: one ordered queue when ``HEADSTART_PROFILE_WORKERS=LIB,WEIGHTS``
+are equal (the default), else two phases.
 
 Only recorded ranges are read (resident ones are skipped), so nothing that startup does not
 read is read.
@@ -24,7 +28,8 @@ __all__ = ["DEFAULT_LIBRARY_WORKERS", "DEFAULT_WEIGHT_WORKERS", "looks_resident"
 
 log = logging.getLogger(__name__)
 
-# Measured (transformers serve, 2 GB model, 2 cores, 3 cold runs each, min/median/max s):
+# Engine replay, measured (transformers serve, 2 GB model, 2 cores, 3 cold runs each,
+# min/median/max s):
 #   300 MB/s: 4 library then 8 weight workers 9.95/10.06/10.08; one queue of 8
 #   9.91/9.93/10.22 (again: 9.59/9.83/10.03), of 16 10.11/10.48/10.57, of 4
 #   9.65/9.98/10.24, of 2 9.77/10.16/10.20. Two phases left the disk idle between them.
@@ -86,20 +91,32 @@ def looks_resident(validated: Validated, sample: int = 64) -> bool:
 def replay(validated: Validated, *, library_workers: int | None = None,
            weight_workers: int | None = None,
            on_handle: Callable[[Any], None] = lambda _h: None,
-           cancelled: Callable[[], bool] = lambda: False) -> list[Any]:
+           cancelled: Callable[[], bool] = lambda: False,
+           imports_done: Callable[[float], bool] | None = None) -> list[Any]:
     """Read the profile's ranges, blocking the calling (background) thread until done.
 
     ``cancelled()`` is polled every 0.2 s; when it returns True the reads stop.
 
-    ``on_handle`` gets each Prefetch handle as it starts (for stats and cancellation).
-    Never raises for what the file system does (the engine records it in stats).
+    ``imports_done(timeout)``: waits up to ``timeout`` s for the target's imports to finish
+    (True once they have); until then a readahead replay reads weights at the capped
+    ``early_rate``. None: no such signal, full speed throughout.
+
+    ``on_handle`` gets each handle as it starts (``.stats``; engine handles also cancel).
+    Never raises for what the file system does (the readers record it in stats).
     """
     from headstart.pagecache.engine import prefetch
+    from headstart.settings import replay_options
 
     if looks_resident(validated):
         tracer.instant("replay skipped", cat="prefetch", reason="profile already resident")
         log.info("profile replay skipped: already resident")
         return []
+    opts = replay_options()
+    if opts["method"] == "readahead" and not (library_workers or weight_workers):
+        handle = _readahead(validated, opts, cancelled, imports_done)
+        if handle is not None:
+            on_handle(handle)
+            return [handle]
     lib_w, weight_w = workers_setting()
     lib_w = library_workers or lib_w
     weight_w = weight_workers or weight_w
@@ -123,3 +140,53 @@ def replay(validated: Validated, *, library_workers: int | None = None,
             info["bytes_skipped_resident"] = st.bytes_skipped_resident
         log.info("profile replay of %s: %s", name, handle.stats)
     return handles
+
+
+class ReadaheadReplay:
+    """What a ``readahead`` replay did: ``stats`` (a PrefetchStats), already finished."""
+
+    def __init__(self, stats: Any) -> None:
+        self.stats = stats
+        self.done = True
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return True
+
+    def cancel(self) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return f"ReadaheadReplay({self.stats})"
+
+
+def _readahead(validated: Validated, opts: dict,
+               cancelled: Callable[[], bool],
+               imports_done: Callable[[float], bool] | None) -> ReadaheadReplay | None:
+    """The readahead replay; None when the device does not honour the advice (the caller
+    then uses the engine, which skips whatever became resident meanwhile)."""
+    from headstart.pagecache.budget import resolve_budget
+    from headstart.pagecache.engine import PrefetchStats
+    from headstart.pagecache.readahead import ReadaheadUnsupported, readahead
+
+    ranges = validated.libraries + validated.weights
+    stats = PrefetchStats()
+    window = int(opts["window"])
+    with tracer.span("replay readahead", cat="prefetch", ranges=len(ranges),
+                     window=window) as info:
+        try:
+            budget = resolve_budget("auto")
+        except Exception as exc:  # no budget known: read what the profile says
+            log.debug("replay budget unknown: %r", exc)
+            budget = None
+        try:
+            readahead(ranges, window=window, budget=budget, cancelled=cancelled, stats=stats,
+                      slow_from=len(validated.libraries), slow_rate=float(opts["early_rate"]),
+                      released=imports_done)
+        except ReadaheadUnsupported as exc:
+            info["unsupported"] = str(exc)
+            log.info("readahead replay not possible here (%s); using the engine", exc)
+            return None
+        info["bytes_read"] = stats.bytes_read
+        info["bytes_skipped_resident"] = stats.bytes_skipped_resident
+    log.info("profile replay: %s", stats)
+    return ReadaheadReplay(stats)

@@ -1,0 +1,213 @@
+"""Ordered, windowed asynchronous readahead: ``POSIX_FADV_WILLNEED`` with a bounded queue.
+
+For a known list of ranges in the order a start will need them (a startup profile), one
+thread asks the kernel to read them (``posix_fadvise(WILLNEED)``) and keeps at most
+``window`` bytes asked for and not yet read. The kernel does the reads; the thread only
+submits and waits, so thousands of small library files cost almost no CPU.
+
+Measured on this project's VM (virtio disk, ~2.5 GB/s; the 5,705 library ranges, 235 MB,
+of the demo profile, cold): the engine (``mmap`` + ``MADV_POPULATE_READ``, 4 workers) took
+1.02 s and 1.26 CPU s; this took 0.12 s and 0.08 CPU s, and reading everything afterwards
+ran at warm speed. Per file the engine pays Python thread hand-offs and ~8 syscalls; here it
+is open, fstat, fadvise, cachestat, close.
+
+Kernel facts this rests on (Linux ``mm/fadvise.c``, ``mm/readahead.c``):
+
+* ``WILLNEED`` starts the reads and returns without waiting for them; pages already cached
+  are skipped. It reads exactly the range asked for -- no speculative readahead around it.
+* One call reads at most ``max(io_pages, ra_pages)`` of the file (the device's
+  ``read_ahead_kb``, 8 MiB here; measured: a 64 MiB call left 8 MiB resident). Ranges are
+  therefore submitted in chunks of the device's readahead window; with a window of 0 the
+  advice would read nothing, and the caller is told to use the engine instead.
+* A read of a page whose I/O is in flight waits for that I/O. Waiting for the last page of
+  the oldest chunk (a 1-byte ``pread`` through a descriptor with ``POSIX_FADV_RANDOM``, so a
+  page that is *not* in flight costs one 4 KiB read and no readahead) paces submission to
+  what the disk completes. Without the window, a throttled or slow disk would queue every
+  byte of the profile ahead of the target's own reads of anything the profile lacks.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import stat as stat_mod
+import time
+from collections.abc import Callable, Iterable
+
+from headstart.pagecache import syscalls
+from headstart.pagecache.engine import PrefetchStats
+from headstart.pagecache.ranges import Range
+
+__all__ = ["DEFAULT_WINDOW", "ReadaheadUnsupported", "readahead"]
+
+# Bytes asked for and not yet read. At 300 MB/s, 64 MiB is 0.2 s of queue ahead of a read
+# the profile does not know; at 2.5 GB/s it is hundreds of requests, enough to keep a fast
+# disk busy with small files.
+DEFAULT_WINDOW = 64 * 2**20
+_MAX_OPEN = 256  # in-flight chunks hold their file open (small files: one chunk each)
+_PAGE = syscalls.PAGE_SIZE
+_FALLBACK_CHUNK = 128 * 1024  # the kernel's default readahead, when sysfs does not say
+
+
+class ReadaheadUnsupported(Exception):
+    """The device's readahead window is 0 or advice is not honoured: use the engine."""
+
+
+class _Open:
+    __slots__ = ("fd", "refs")
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.refs = 1  # the submitter's own reference while it works on this file
+
+    def drop(self) -> None:
+        self.refs -= 1
+        if self.refs == 0:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+
+
+def _resident_pages(fd: int, offset: int, length: int) -> int | None:
+    try:
+        cs = syscalls.cachestat(fd, offset, length)
+    except OSError:
+        return None
+    return None if cs is None else cs.nr_cache
+
+
+def readahead(ranges: Iterable[Range], *, window: int = DEFAULT_WINDOW,
+              budget: int | None = None, cancelled: Callable[[], bool] = lambda: False,
+              stats: PrefetchStats | None = None, slow_from: int | None = None,
+              slow_rate: float = 0.0,
+              released: Callable[[float], bool] | None = None) -> PrefetchStats:
+    """Make ``ranges`` resident in their order, blocking the calling thread until done.
+
+    Early pacing: from range index ``slow_from`` on, at most ``slow_rate`` bytes/s are asked
+    for until ``released(timeout)`` (wait up to ``timeout`` s, True once released) says so;
+    then full speed. ``headstart run`` uses it to read weights gently while the target's
+    imports run (they need CPU and few reads), and at full speed after.
+
+    ``budget``: at most this many bytes are asked for (resident ones do not count).
+    ``cancelled()`` is polled between chunks. ``stats`` is filled in as it goes (pass one to
+    watch progress from another thread). Raises :class:`ReadaheadUnsupported` when the
+    first file's device has no readahead window, or when the first chunk asked for did not
+    become resident (at most ``window`` bytes were asked for by then; the caller reads the
+    rest with the engine, which skips what became resident). Anything else the file system
+    does is recorded in ``stats.errors``.
+    """
+    st = stats if stats is not None else PrefetchStats()
+    st.method, st.workers, st.block_size = "willneed", 1, 0
+    t0 = time.monotonic()
+    inflight: collections.deque[tuple[_Open, int, int]] = collections.deque()
+    inflight_bytes = 0
+    verified = False
+    seen: set[tuple[int, int]] = set()
+    pacing = slow_from is not None and slow_rate > 0 and released is not None
+    slow_t0 = 0.0
+    slow_bytes = 0
+
+    def pace(n: int) -> None:
+        # sleep (waking at once on release) until n more bytes fit under slow_rate
+        nonlocal pacing, slow_t0, slow_bytes
+        if not slow_bytes:
+            slow_t0 = time.monotonic()
+        delay = slow_t0 + slow_bytes / slow_rate - time.monotonic()
+        if released(max(0.0, delay)):  # type: ignore[misc]
+            pacing = False
+            return
+        slow_bytes += n
+
+    def retire() -> None:
+        nonlocal inflight_bytes, verified
+        entry, end, n = inflight.popleft()
+        inflight_bytes -= n
+        try:
+            os.pread(entry.fd, 1, end - 1)  # waits for the in-flight page
+            if not verified:
+                verified = True
+                start = end - n
+                # the advice ignored leaves only the page our pread faulted in
+                got = _resident_pages(entry.fd, start, n)
+                want = (end + _PAGE - 1) // _PAGE - start // _PAGE
+                if got is not None and want > 1 and got <= 1:
+                    raise ReadaheadUnsupported(f"WILLNEED left {got} of {want} pages")
+            st.bytes_read += n
+        except OSError as exc:
+            st.bytes_failed += n
+            st.errors.append(("<fd>", f"read: {exc.strerror or exc}"))
+        finally:
+            entry.drop()
+
+    try:
+        for index, (path, offset, length) in enumerate(ranges):
+            if cancelled():
+                st.cancelled = True
+                break
+            try:
+                fd = syscalls.open_for_read(path)
+            except OSError as exc:
+                st.errors.append((path, exc.strerror or str(exc)))
+                continue
+            entry = _Open(fd)
+            try:
+                fst = os.fstat(fd)
+                if not stat_mod.S_ISREG(fst.st_mode):
+                    st.errors.append((path, "not a regular file"))
+                    continue
+                if (fst.st_dev, fst.st_ino) not in seen:
+                    seen.add((fst.st_dev, fst.st_ino))
+                    st.files += 1
+                end = fst.st_size if length is None else min(fst.st_size, offset + length)
+                offset = max(0, offset)
+                if end <= offset:
+                    continue
+                st.bytes_planned += end - offset
+                chunk = syscalls.readahead_window(fst.st_dev, _FALLBACK_CHUNK)
+                if chunk <= 0:
+                    if not verified:
+                        raise ReadaheadUnsupported(f"{path}: the device's readahead is 0")
+                    chunk = _PAGE  # one page per call still works where advice is honoured
+                with contextlib.suppress(OSError):
+                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
+                pos = offset
+                while pos < end:
+                    n = min(chunk - pos % chunk, end - pos)  # chunk-aligned in the file
+                    pages = (pos + n + _PAGE - 1) // _PAGE - pos // _PAGE
+                    got = _resident_pages(fd, pos, n)
+                    if got is not None and got >= pages:
+                        st.bytes_skipped_resident += n
+                        pos += n
+                        continue
+                    if budget is not None and st.bytes_read + inflight_bytes + n > budget:
+                        st.truncated_by_budget = True
+                        st.bytes_over_budget += end - pos
+                        return st
+                    if pacing and index >= slow_from:  # type: ignore[operator]
+                        pace(n)
+                    os.posix_fadvise(fd, pos, n, os.POSIX_FADV_WILLNEED)
+                    entry.refs += 1
+                    inflight.append((entry, pos + n, n))
+                    inflight_bytes += n
+                    pos += n
+                    while inflight and (inflight_bytes > window or len(inflight) > _MAX_OPEN):
+                        retire()
+                    if cancelled():
+                        st.cancelled = True
+                        return st
+            except OSError as exc:
+                st.errors.append((path, exc.strerror or str(exc)))
+            finally:
+                entry.drop()
+    except ReadaheadUnsupported:
+        while inflight:  # close without waiting: the caller reads on with the engine
+            inflight.popleft()[0].drop()
+        raise
+    finally:
+        while inflight:  # done, cancelled or over budget: leave nothing in flight
+            retire()
+        st.elapsed = time.monotonic() - t0
+        st.throughput = st.bytes_read / st.elapsed if st.elapsed > 0 else 0.0
+        st.files_done = st.files
+        st.done = True
+    return st

@@ -1,0 +1,88 @@
+"""headstart.pagecache.readahead on real files and the real page cache (DONTNEED to evict,
+cachestat/mincore to check)."""
+
+from __future__ import annotations
+
+import pytest
+
+from _pagecache_util import MiB, drop, make_file, require_disk, resident
+from headstart.pagecache.ranges import Range
+from headstart.pagecache.readahead import readahead
+from headstart.profiles.record import resident_runs
+
+
+@pytest.fixture
+def files(tmp_path):
+    require_disk(tmp_path)
+    a = make_file(tmp_path / "a.bin", 32 * MiB)
+    b = make_file(tmp_path / "b.bin", 4 * MiB)
+    small = make_file(tmp_path / "small.py", 20_000, chunk=b"x = 1\n" * 4000)
+    drop(a, b, small)
+    assert resident(a) == resident(b) == resident(small) == 0
+    yield a, b, small
+    drop(a, b, small)
+
+
+def test_exactly_the_ranges_asked_for_become_resident(files):
+    a, b, small = files
+    # 20 MiB spans more than one readahead window (one WILLNEED call reads at most that)
+    ranges = [Range(small, 0, None), Range(a, 1 * MiB, 20 * MiB), Range(a, 28 * MiB, 64 * 1024),
+              Range(b, 0, None)]
+    st = readahead(ranges)
+    assert st.errors == []
+    assert st.bytes_read == 20_000 + 20 * MiB + 64 * 1024 + 4 * MiB
+    assert st.files == 3 and st.done and st.method == "willneed"
+    assert resident_runs(a) == [(1 * MiB, 20 * MiB), (28 * MiB, 64 * 1024)]
+    assert resident(b) == 4 * MiB
+    assert resident(small) == 20_000 or resident(small) == 20_480  # the last page is whole
+
+    again = readahead(ranges)  # everything resident: nothing is asked for
+    assert again.bytes_read == 0
+    assert again.bytes_skipped_resident == st.bytes_read
+
+
+def test_budget_caps_what_is_asked_for(files):
+    a, b, _small = files
+    st = readahead([Range(a, 0, None), Range(b, 0, None)], budget=8 * MiB)
+    assert st.truncated_by_budget
+    assert st.bytes_read <= 8 * MiB
+    assert resident(a) + resident(b) <= 8 * MiB
+    assert resident(b) == 0
+
+
+def test_missing_file_is_an_error_and_the_rest_is_read(files, tmp_path):
+    _a, b, _small = files
+    st = readahead([Range(str(tmp_path / "gone.bin"), 0, None), Range(b, 0, None)])
+    assert [p for p, _why in st.errors] == [str(tmp_path / "gone.bin")]
+    assert resident(b) == 4 * MiB
+
+
+def test_cancel_stops_before_the_next_range(files):
+    a, b, _small = files
+    calls = []
+
+    def cancelled() -> bool:
+        calls.append(1)
+        return len(calls) > 1  # the first range goes, then stop
+
+    st = readahead([Range(b, 0, None), Range(a, 0, None)], cancelled=cancelled)
+    assert st.cancelled
+    assert resident(a) == 0
+
+
+def test_early_pacing_waits_for_release_then_goes_full_speed(files):
+    a, b, _small = files
+    timeouts: list[float] = []
+
+    def released(timeout: float) -> bool:
+        timeouts.append(timeout)
+        return len(timeouts) >= 3  # released at the third chunk
+
+    # 1 MiB/s from range 1 on: the first paced chunk goes at once, the next ones wait
+    st = readahead([Range(b, 0, None), Range(a, 0, None)], slow_from=1,
+                   slow_rate=float(MiB), released=released, window=4 * MiB)
+    assert st.bytes_read == 4 * MiB + 32 * MiB
+    assert resident(a) == 32 * MiB
+    assert len(timeouts) == 3  # 4 chunks of a; not asked again once released
+    assert timeouts[0] == 0.0
+    assert timeouts[1] > 0.5  # the second chunk is due only after the first one's bytes
