@@ -55,9 +55,10 @@ class ReadaheadUnsupported(Exception):
 
 
 class _Open:
-    __slots__ = ("fd", "refs")
+    __slots__ = ("fd", "path", "refs")
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, path: str, fd: int) -> None:
+        self.path = path
         self.fd = fd
         self.refs = 1  # the submitter's own reference while it works on this file
 
@@ -135,7 +136,7 @@ def readahead(ranges: Iterable[Range], *, window: int = DEFAULT_WINDOW,
             st.bytes_read += n
         except OSError as exc:
             st.bytes_failed += n
-            st.errors.append(("<fd>", f"read: {exc.strerror or exc}"))
+            st.errors.append((entry.path, f"read: {exc.strerror or exc}"))
         finally:
             entry.drop()
 
@@ -149,7 +150,7 @@ def readahead(ranges: Iterable[Range], *, window: int = DEFAULT_WINDOW,
             except OSError as exc:
                 st.errors.append((path, exc.strerror or str(exc)))
                 continue
-            entry = _Open(fd)
+            entry = _Open(path, fd)
             try:
                 fst = os.fstat(fd)
                 if not stat_mod.S_ISREG(fst.st_mode):
@@ -204,8 +205,13 @@ def readahead(ranges: Iterable[Range], *, window: int = DEFAULT_WINDOW,
             inflight.popleft()[0].drop()
         raise
     finally:
-        while inflight:  # done, cancelled or over budget: leave nothing in flight
-            retire()
+        try:
+            while inflight:  # done, cancelled or over budget: leave nothing in flight
+                retire()
+        except ReadaheadUnsupported:
+            while inflight:
+                inflight.popleft()[0].drop()
+            raise
         st.elapsed = time.monotonic() - t0
         st.throughput = st.bytes_read / st.elapsed if st.elapsed > 0 else 0.0
         st.files_done = st.files
