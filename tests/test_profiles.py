@@ -197,3 +197,34 @@ def test_looks_resident_only_when_every_sampled_range_is_cached(tmp_path):
     os.sync()  # dirty pages cannot be dropped
     evict([prof.files[3].path])  # the weights file
     assert not looks_resident(checked)
+
+
+@pytest.mark.parametrize("method", ["readahead", "engine"])
+def test_replay_reads_exactly_the_ranges_with_either_method(tmp_path, monkeypatch, method):
+    from _pagecache_util import MiB, drop, make_file, require_disk, resident
+    from headstart.profiles.record import resident_runs
+    from headstart.profiles.replay import replay
+    from headstart.profiles.store import Validated
+
+    require_disk(tmp_path)
+    monkeypatch.setenv("HEADSTART_REPLAY_METHOD", method)
+    lib = make_file(tmp_path / "lib.so", 3 * MiB)
+    weights = make_file(tmp_path / "model.safetensors", 48 * MiB)
+    drop(lib, weights)
+    checked = Validated(True, libraries=[Range(lib, 0, None)],
+                        weights=[Range(weights, 0, 12 * MiB), Range(weights, 40 * MiB, MiB)])
+    calls: list[float] = []
+
+    def imports_done(timeout: float) -> bool:
+        calls.append(timeout)
+        return True
+
+    handles = replay(checked, imports_done=imports_done)
+    try:
+        assert [h.stats.bytes_read for h in handles] == [3 * MiB + 13 * MiB]
+        assert resident(lib) == 3 * MiB
+        assert resident_runs(weights) == [(0, 12 * MiB), (40 * MiB, MiB)]
+        # the readahead replay asks once, at the first weight chunk, and is released
+        assert calls == ([0.0] if method == "readahead" else [])
+    finally:
+        drop(lib, weights)

@@ -95,7 +95,8 @@ def replay(validated: Validated, *, library_workers: int | None = None,
            imports_done: Callable[[float], bool] | None = None) -> list[Any]:
     """Read the profile's ranges, blocking the calling (background) thread until done.
 
-    ``cancelled()`` is polled every 0.2 s; when it returns True the reads stop.
+    ``cancelled()`` is polled between chunks (readahead) or every 0.2 s (engine); when it
+    returns True the reads stop.
 
     ``imports_done(timeout)``: waits up to ``timeout`` s for the target's imports to finish
     (True once they have); until then a readahead replay reads weights at the capped
