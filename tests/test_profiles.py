@@ -228,3 +228,30 @@ def test_replay_reads_exactly_the_ranges_with_either_method(tmp_path, monkeypatc
         assert calls == ([0.0] if method == "readahead" else [])
     finally:
         drop(lib, weights)
+
+
+def test_a_resident_profile_is_not_validated_file_by_file(tmp_path):
+    """Warm start: the helper's residency check comes before the stat of every file, so a
+    changed-but-resident file does not make it fall back to a whole-file read."""
+    from _pagecache_util import require_disk
+    from headstart.pagecache.evict import evict
+    from headstart.procs.model_prefetch import replay_profile
+    from headstart.trace import tracer
+
+    require_disk(tmp_path)
+    prof = _profile(tmp_path, n=4, key="generic-warm-0123")
+    save_profile(prof)
+    for f in prof.files:
+        with open(f.path, "rb") as fh:
+            fh.read()
+    os.utime(prof.files[0].path, ns=(1, 1))  # stale by mtime, still resident
+    assert validate(prof).stale_files == [prof.files[0].path]
+    assert replay_profile(prof.key, [], cache_dir=None, hub="auto")
+    lookup = [e for e in tracer.events() if e["name"] == "profile lookup"][-1]
+    assert lookup["args"].get("resident") is True and "usable" not in lookup["args"]
+
+    os.sync()
+    evict([f.path for f in prof.files])  # cold: now it is validated (and replayed)
+    assert replay_profile(prof.key, [], cache_dir=None, hub="auto")
+    lookup = [e for e in tracer.events() if e["name"] == "profile lookup"][-1]
+    assert "resident" not in lookup["args"] and lookup["args"]["stale_files"] == 1

@@ -72,8 +72,8 @@ def replay_profile(key: str, refs: list[tuple[str, str | None]], *, cache_dir: s
     snapshot is refused. Returns True when the profile was used (or another process on this
     host replays it), False when the caller should fall back to :func:`prefetch_refs`.
     """
-    from headstart.profiles.replay import replay
-    from headstart.profiles.store import load_profile, validate
+    from headstart.profiles.replay import looks_resident, replay
+    from headstart.profiles.store import load_profile, unchecked, validate
 
     try:
         with tracer.span("profile lookup", cat="prefetch", key=key) as info:
@@ -81,6 +81,10 @@ def replay_profile(key: str, refs: list[tuple[str, str | None]], *, cache_dir: s
             info["found"] = profile is not None
             if profile is None:
                 return False
+            if looks_resident(unchecked(profile)):
+                # warm start: nothing to read, so no need to check the files either
+                info["resident"] = True
+                return True
             snap = None
             if refs:
                 ref, revision = refs[0]

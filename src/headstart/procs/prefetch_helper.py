@@ -8,6 +8,7 @@ Stops early when ``parent`` (the exec'd target) is gone. Never prints; exit stat
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -49,6 +50,12 @@ def main(argv: list[str]) -> int:
 
     spec = json.loads(argv[0])
     parent = int(spec["parent"])
+    # The target comes first: this process only runs ahead of it. Measured warm (all
+    # resident, `headstart run --no-preload`, 4 runs): +0.36 s over the baseline with the
+    # helper at normal priority validating every file first; -0.01 s with nice 10 and the
+    # residency check before validation. Cold results were unchanged.
+    with contextlib.suppress(OSError):
+        os.nice(10)
     if spec.get("trace"):
         import atexit
 
