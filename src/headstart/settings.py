@@ -21,7 +21,7 @@ processes see changes.
 ``HEADSTART_PREFETCH_BLOCK``  their block size (``4MiB``)
 ``HEADSTART_PREFETCH_METHOD``  ``pread`` | ``populate`` | ``auto``
 ``HEADSTART_REPLAY_METHOD``  profile replay: ``readahead`` (default) | ``engine``
-``HEADSTART_REPLAY_WINDOW``  bytes a ``readahead`` replay keeps asked for (``64MiB``)
+``HEADSTART_REPLAY_WINDOW``  bytes a ``readahead`` replay keeps asked for (``16MiB``)
 ``HEADSTART_REPLAY_EARLY_RATE``  bytes/s of weights while the target imports (``384MB``)
 ``HEADSTART_PROFILE_WORKERS`` ``LIB,WEIGHTS`` reader threads of an ``engine`` replay
 =========================  ==========================================================
@@ -98,7 +98,7 @@ def run_prefetch_options() -> dict[str, object]:
 # disk was idle otherwise: filling the page cache at 2 GB/s takes CPU from the importer.
 # A cap that is no loss on a slow disk (the disk is the limit there) and a fraction of the
 # contention on a fast one, lifted when the target's preloads finish.
-REPLAY_DEFAULTS = {"window": 64 * 2**20, "early_rate": 384 * 10**6}
+REPLAY_DEFAULTS = {"window": 16 * 2**20, "early_rate": 384 * 10**6}
 
 
 def replay_options() -> dict[str, object]:

@@ -41,10 +41,11 @@ from headstart.pagecache.ranges import Range
 
 __all__ = ["DEFAULT_WINDOW", "ReadaheadUnsupported", "readahead"]
 
-# Bytes asked for and not yet read. At 300 MB/s, 64 MiB is 0.2 s of queue ahead of a read
-# the profile does not know; at 2.5 GB/s it is hundreds of requests, enough to keep a fast
-# disk busy with small files.
-DEFAULT_WINDOW = 64 * 2**20
+# Bytes asked for and not yet read: what a read the profile lacks (or a page reclaimed
+# before use) waits behind. 300 MB/s, 2 GB model, 3 cold runs each: 16 MiB 9.43/9.60/9.69 s,
+# 64 MiB 10.63/10.65/12.44 s; unthrottled (~2.5 GB/s) 16, 32 and 64 MiB were equal
+# (5.95-6.03 s medians), as was the replay alone (1.24 s against 1.22 s).
+DEFAULT_WINDOW = 16 * 2**20
 _MAX_OPEN = 256  # in-flight chunks hold their file open (small files: one chunk each)
 _PAGE = syscalls.PAGE_SIZE
 _FALLBACK_CHUNK = 128 * 1024  # the kernel's default readahead, when sysfs does not say
