@@ -99,7 +99,8 @@ def test_evict_then_status_is_cold(model):
     hs("prefetch", str(root))
     doc = json.loads(hs("evict", str(root), "--json").stdout)
     assert doc["total"]["resident_after"] == 0
-    assert doc["total"]["evicted"] >= 8 * MiB
+    # the VM's DAMON "pageout" scheme may reclaim a few just-read pages first
+    assert doc["total"]["evicted"] >= 8 * MiB - 256 * 1024
     assert fincore_bytes(*shards) == 0
     assert "TOTAL" in hs("evict", str(root)).stdout
 
