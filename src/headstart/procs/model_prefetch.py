@@ -84,6 +84,8 @@ def replay_profile(key: str, refs: list[tuple[str, str | None]], *, cache_dir: s
             if looks_resident(unchecked(profile)):
                 # warm start: nothing to read, so no need to check the files either
                 info["resident"] = True
+                tracer.instant("replay skipped", cat="prefetch",
+                               reason="profile already resident")
                 return True
             snap = None
             if refs:

@@ -11,7 +11,8 @@ reader threads instead: one ordered queue when ``HEADSTART_PROFILE_WORKERS=LIB,W
 are equal (the default), else two phases.
 
 Only recorded ranges are read (resident ones are skipped), so nothing that startup does not
-read is read.
+read is read. Whether the whole profile is already resident (a warm start) is asked once,
+before validation, by :func:`headstart.procs.model_prefetch.replay_profile`.
 """
 
 from __future__ import annotations
@@ -60,31 +61,16 @@ def workers_setting() -> tuple[int, int]:
 def looks_resident(validated: Validated, sample: int = 64) -> bool:
     """True when every weight range and ``sample`` library ranges spread over the profile
     are fully cached: a warm start, where walking thousands of files would only take CPU
-    from the target. ~70 cachestat calls; False when anything is missing or unknown."""
-    import os
-
-    from headstart.pagecache import syscalls
+    from the target. ~70 cachestat calls; False when anything is missing or unknown
+    (no cachestat: mincore is not asked, it cannot always be trusted)."""
+    from headstart.pagecache.residency import file_residency
 
     libs = validated.libraries
     step = max(1, len(libs) // sample)
     for r in [*validated.weights, *libs[::step]]:
-        try:
-            fd = os.open(r.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-        except OSError:
+        f = file_residency(r.path, r.offset, r.length)
+        if f.error is not None or not f.exact or f.resident < f.size:
             return False
-        try:
-            length = r.length if r.length is not None else os.fstat(fd).st_size - r.offset
-            if length <= 0:
-                continue
-            cs = syscalls.cachestat(fd, r.offset, length)
-            page = syscalls.PAGE_SIZE
-            pages = (r.offset + length + page - 1) // page - r.offset // page
-            if cs is None or cs.nr_cache < pages:
-                return False
-        except OSError:
-            return False
-        finally:
-            os.close(fd)
     return True
 
 
@@ -108,10 +94,6 @@ def replay(validated: Validated, *, library_workers: int | None = None,
     from headstart.pagecache.engine import prefetch
     from headstart.settings import replay_options
 
-    if looks_resident(validated):
-        tracer.instant("replay skipped", cat="prefetch", reason="profile already resident")
-        log.info("profile replay skipped: already resident")
-        return []
     opts = replay_options()
     if opts["method"] == "readahead" and not (library_workers or weight_workers):
         handle = _readahead(validated, opts, cancelled, imports_done)
