@@ -73,20 +73,13 @@ RUN_PREFETCH_DEFAULTS = {"workers": 1, "block_size": 4 * 2**20, "method": "pread
 
 def run_prefetch_options() -> dict[str, object]:
     """Engine options for ``headstart run``'s whole-file prefetch (env overrides)."""
-    from headstart.sizes import parse_size
-
     opts = dict(RUN_PREFETCH_DEFAULTS)
     workers = env_str("HEADSTART_PREFETCH_WORKERS")
     if workers and workers.isdigit() and int(workers) > 0:
         opts["workers"] = int(workers)
-    block = env_str("HEADSTART_PREFETCH_BLOCK")
-    if block:
-        try:
-            size = parse_size(block)
-        except ValueError:
-            size = 0
-        if size >= 4096:
-            opts["block_size"] = size
+    block = _env_size("HEADSTART_PREFETCH_BLOCK", least=4096)
+    if block is not None:
+        opts["block_size"] = block
     method = env_str("HEADSTART_PREFETCH_METHOD")
     if method in ("pread", "populate", "auto"):
         opts["method"] = method
@@ -104,22 +97,29 @@ REPLAY_DEFAULTS = {"window": 16 * 2**20, "early_rate": 384 * 10**6}
 def replay_options() -> dict[str, object]:
     """How a startup profile is replayed: ``{"method": "readahead" | "engine", "window":
     bytes, "early_rate": bytes/s}`` (see :mod:`headstart.pagecache.readahead`)."""
-    from headstart.sizes import parse_size
-
     method = env_str("HEADSTART_REPLAY_METHOD", "readahead")
     opts: dict[str, object] = {"method": method if method in ("readahead", "engine")
                                else "readahead", **REPLAY_DEFAULTS}
     for key, name, least in (("window", "HEADSTART_REPLAY_WINDOW", 4096),
                              ("early_rate", "HEADSTART_REPLAY_EARLY_RATE", 0)):
-        value = env_str(name)
-        if value:
-            try:
-                size = parse_size(value)
-            except ValueError:
-                continue
-            if size >= least:
-                opts[key] = size
+        size = _env_size(name, least=least)
+        if size is not None:
+            opts[key] = size
     return opts
+
+
+def _env_size(name: str, *, least: int) -> int | None:
+    """A size variable (``4MiB``, ``384MB``) when set, valid and at least ``least``."""
+    from headstart.sizes import parse_size
+
+    value = env_str(name)
+    if not value:
+        return None
+    try:
+        size = parse_size(value)
+    except ValueError:
+        return None
+    return size if size >= least else None
 
 
 def env_str(name: str, default: str | None = None) -> str | None:
