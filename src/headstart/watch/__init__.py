@@ -1,0 +1,1 @@
+"""Watching a target from outside: its process tree, what each process reads and waits for."""

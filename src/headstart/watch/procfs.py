@@ -1,0 +1,146 @@
+"""What ``/proc`` says about one process: ``stat``, ``io``, ``schedstat`` and its children.
+
+One open and one read per file, no parsing beyond what is asked, so that sampling a process
+tree every few milliseconds costs little. Every reader returns None when the process is
+gone (or the file is not readable to us) instead of raising: processes exit between a
+listing and a read, and that is the normal case, not an error.
+
+Field meanings (proc(5)): ``stat`` fields 14/15 are user/system CPU in clock ticks, 12 the
+major faults, 22 the start time in ticks since boot, 42 ``delayacct_blkio_ticks`` (time
+blocked on block I/O; zero unless the kernel's ``task_delayacct`` is on). ``io``:
+``read_bytes`` is what this process caused to be fetched from storage (its own reads, its
+page faults and the readahead they triggered); ``rchar`` counts every byte read, cached or
+not. ``schedstat``: nanoseconds on CPU, nanoseconds runnable but waiting for a CPU, and
+time slices.
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["CLK_TCK", "ProcIO", "ProcStat", "children", "descendants", "read_io",
+           "read_schedstat", "read_stat"]
+
+CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+class ProcStat:
+    """The fields of ``/proc/PID/stat`` that startup accounting needs (times in seconds)."""
+
+    __slots__ = ("blkio_delay_s", "comm", "majflt", "minflt", "num_threads", "pid", "ppid",
+                 "start_s", "state", "stime_s", "utime_s")
+
+    def __init__(self, pid: int, comm: str, fields: list[bytes]) -> None:
+        # fields[0] is field 3 (state): after the parenthesised comm, which may hold spaces
+        self.pid = pid
+        self.comm = comm
+        self.state = fields[0].decode()
+        self.ppid = int(fields[1])
+        self.minflt = int(fields[7])
+        self.majflt = int(fields[9])
+        self.utime_s = int(fields[11]) / CLK_TCK
+        self.stime_s = int(fields[12]) / CLK_TCK
+        self.num_threads = int(fields[17])
+        self.start_s = int(fields[19]) / CLK_TCK  # since boot (CLOCK_BOOTTIME)
+        self.blkio_delay_s = int(fields[39]) / CLK_TCK if len(fields) > 39 else 0.0
+
+    @property
+    def cpu_s(self) -> float:
+        return self.utime_s + self.stime_s
+
+    def __repr__(self) -> str:
+        return (f"ProcStat(pid={self.pid}, comm={self.comm!r}, state={self.state}, "
+                f"ppid={self.ppid}, cpu={self.cpu_s:.2f}s, majflt={self.majflt})")
+
+
+class ProcIO:
+    """``/proc/PID/io``: bytes read (``rchar``), fetched from storage (``read_bytes``)."""
+
+    __slots__ = ("rchar", "read_bytes", "write_bytes")
+
+    def __init__(self, rchar: int, read_bytes: int, write_bytes: int) -> None:
+        self.rchar = rchar
+        self.read_bytes = read_bytes
+        self.write_bytes = write_bytes
+
+    def __repr__(self) -> str:
+        return f"ProcIO(rchar={self.rchar}, read_bytes={self.read_bytes})"
+
+
+def _read(path: str) -> bytes | None:
+    try:
+        with open(path, "rb", buffering=0) as fh:
+            return fh.read()
+    except OSError:  # gone, or not ours to read
+        return None
+
+
+def read_stat(pid: int, task: int | None = None) -> ProcStat | None:
+    """``/proc/PID/stat`` (or one thread's, ``/proc/PID/task/TID/stat``); None if gone."""
+    raw = _read(f"/proc/{pid}/stat" if task is None else f"/proc/{pid}/task/{task}/stat")
+    if raw is None:
+        return None
+    lp, rp = raw.find(b"("), raw.rfind(b")")
+    if lp < 0 or rp < 0:
+        return None
+    try:
+        return ProcStat(pid, raw[lp + 1:rp].decode(errors="replace"), raw[rp + 2:].split())
+    except (IndexError, ValueError):
+        return None
+
+
+def read_io(pid: int) -> ProcIO | None:
+    """``/proc/PID/io``; None if gone or not readable (another user's process)."""
+    raw = _read(f"/proc/{pid}/io")
+    if raw is None:
+        return None
+    values: dict[bytes, int] = {}
+    for line in raw.splitlines():
+        key, _, value = line.partition(b":")
+        try:
+            values[key] = int(value)
+        except ValueError:
+            continue
+    return ProcIO(values.get(b"rchar", 0), values.get(b"read_bytes", 0),
+                  values.get(b"write_bytes", 0))
+
+
+def read_schedstat(pid: int) -> tuple[float, float, int] | None:
+    """(seconds on CPU, seconds runnable waiting for a CPU, time slices); None if gone."""
+    raw = _read(f"/proc/{pid}/schedstat")
+    if raw is None:
+        return None
+    try:
+        run_ns, wait_ns, slices = (int(x) for x in raw.split()[:3])
+    except ValueError:
+        return None
+    return run_ns / 1e9, wait_ns / 1e9, slices
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (of any of its threads), oldest first where the kernel
+    says; empty when it is gone."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    out: list[int] = []
+    for tid in tasks:
+        raw = _read(f"/proc/{pid}/task/{tid}/children")
+        if raw:
+            out.extend(int(x) for x in raw.split())
+    return out
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (not ``pid`` itself), parents before their children."""
+    out: list[int] = []
+    todo = [pid]
+    seen = {pid}
+    while todo:
+        for child in children(todo.pop(0)):
+            if child not in seen:
+                seen.add(child)
+                out.append(child)
+                todo.append(child)
+    return out
