@@ -197,7 +197,7 @@ def test_resident_runs_match_reads(tmp_path):
 
 def test_weight_sampler_orders_chunks_by_first_residency(tmp_path):
     """A loader that reads the second half of a shard first is replayed in that order."""
-    from headstart.profiles.record import _WeightSampler
+    from headstart.profiles.weights import WeightSampler as _WeightSampler
 
     require_disk(tmp_path)
     path = make_file(tmp_path / "w.safetensors", 16 * MiB)
@@ -221,8 +221,8 @@ def test_pagemap_shows_only_touched_pages_of_a_mapping(tmp_path):
     """A process maps a cold 16 MiB file and touches two pages: the pagemap names those
     (plus at most the kernel's fault-around neighbours), while read-around made far more
     resident; trimming keeps the touched pages and the file's first 64 KiB."""
+    from headstart.profiles.layout import trim_to_touched as _trim
     from headstart.profiles.pagemap import touched_pages
-    from headstart.profiles.record import _trim
 
     require_disk(tmp_path)
     path = make_file(tmp_path / "lib.so", 16 * MiB)
@@ -250,7 +250,7 @@ def test_pagemap_shows_only_touched_pages_of_a_mapping(tmp_path):
 
 
 def test_trim_keeps_headers_and_touched_pages():
-    from headstart.profiles.record import _trim
+    from headstart.profiles.layout import trim_to_touched as _trim
 
     touched = bytearray(300)
     touched[100] = touched[101] = 1
@@ -278,7 +278,7 @@ def test_exec_target_replays_from_the_detached_helper(fixture):
 
 def test_cachestat_runs_agree_with_mincore_at_chunk_granularity(tmp_path):
     """The fallback for files mincore would lie about (not ours, not writable)."""
-    from headstart.profiles.record import _cachestat_runs
+    from headstart.pagecache.residency import cachestat_runs as _cachestat_runs
 
     require_disk(tmp_path)
     path = make_file(tmp_path / "f.bin", 4 * MiB)

@@ -3,7 +3,8 @@
 ``cachestat(2)`` answers exactly and cheaply (Linux 6.5+). Without it, ``mincore(2)`` on a
 temporary read-only mapping answers too, but since Linux 5.2 it claims every page resident
 for a file the caller could not write: such answers are marked ``trusted=False``.
-Never raises for what the file system does; a file that cannot be checked has ``error``.
+:func:`residency` never raises for what the file system does; a file that cannot be checked
+has ``error``. :func:`resident_runs` says *which* pages are resident (``headstart record``).
 """
 
 from __future__ import annotations
@@ -17,9 +18,16 @@ from headstart.pagecache import syscalls
 from headstart.pagecache.pathcheck import file_kind, os_reason
 from headstart.pagecache.ranges import Range, Readable, expand_paths, to_ranges
 
-__all__ = ["FileResidency", "Residency", "residency"]
+__all__ = [
+    "FileResidency",
+    "Residency",
+    "cachestat_runs",
+    "page_runs",
+    "residency",
+    "resident_runs",
+]
 
-
+CHUNK = 65536  # cachestat granularity of resident_runs where mincore cannot be trusted
 
 @dataclass(frozen=True)
 class FileResidency:
@@ -145,3 +153,62 @@ def _expanded(ranges: list[Range]) -> list[Range]:
         else:
             out.append(r)
     return out
+
+
+def page_runs(vec: bytes, size: int, page: int = syscalls.PAGE_SIZE) -> list[tuple[int, int]]:
+    """``(offset, length)`` runs of the pages whose byte in a mincore ``vec`` has bit 0 set
+    (page 0 = offset 0), the last one clipped to ``size``."""
+    runs: list[tuple[int, int]] = []
+    pages = len(vec)
+    i = 0
+    # bytes.find on b"\x00"/b"\x01" boundaries: fast for the long runs weights have
+    while i < pages:
+        if not vec[i] & 1:
+            j = vec.find(b"\x01", i)
+            if j < 0:
+                break
+            i = j
+            continue
+        j = vec.find(b"\x00", i)
+        j = pages if j < 0 else j
+        runs.append((i * page, min(size, j * page) - i * page))
+        i = j
+    return runs
+
+
+def cachestat_runs(fd: int, size: int) -> list[tuple[int, int]]:
+    """Resident runs at :data:`CHUNK` granularity (a chunk counts when any page of it is
+    cached). Raises OSError when cachestat is unavailable."""
+    runs: list[tuple[int, int]] = []
+    for off in range(0, size, CHUNK):
+        cs = syscalls.cachestat(fd, off, min(CHUNK, size - off))
+        if cs is None:
+            raise OSError(38, "cachestat unavailable")
+        if cs.nr_cache:
+            n = min(CHUNK, size - off)
+            if runs and runs[-1][0] + runs[-1][1] == off:
+                runs[-1] = (runs[-1][0], runs[-1][1] + n)
+            else:
+                runs.append((off, n))
+    return runs
+
+
+def resident_runs(path: str) -> list[tuple[int, int]]:
+    """Resident ``(offset, length)`` runs of a file, page granular, clipped to its size.
+
+    ``mincore`` on a read-only shared mapping where it is trusted (root, or a file we may
+    write: Linux >= 5.2 reports every page resident otherwise, see
+    :func:`~headstart.pagecache.syscalls.mincore_trusted`); else :func:`cachestat_runs`.
+    Raises OSError when the file cannot be read.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        st = os.fstat(fd)
+        if st.st_size <= 0:
+            return []
+        if not syscalls.mincore_trusted(st):
+            return cachestat_runs(fd, st.st_size)
+        vec = syscalls.mincore_vector(fd, 0, st.st_size)
+    finally:
+        os.close(fd)
+    return page_runs(vec, st.st_size)

@@ -35,6 +35,7 @@ __all__ = [
     "fs_type",
     "mincore_resident",
     "mincore_trusted",
+    "mincore_vector",
     "populate_read",
     "populate_read_available",
 ]
@@ -206,10 +207,12 @@ def _map(fd: int, offset: int, length: int) -> tuple[int, int]:
     return addr, size
 
 
-def mincore_resident(fd: int, offset: int, length: int) -> int:
-    """Resident bytes of ``[offset, offset+length)`` by mincore (page granular, clipped)."""
-    if length <= 0:
-        return 0
+def mincore_vector(fd: int, offset: int, length: int) -> bytes:
+    """mincore's vector for ``[offset, offset+length)``: one byte per page of the range
+    widened down to a page boundary, bit 0 set when the page is resident.
+
+    ``length`` must be positive; raises ``OSError`` when mmap or mincore fails.
+    """
     lib = _lib()
     addr, size = _map(fd, offset, length)
     try:
@@ -218,9 +221,17 @@ def mincore_resident(fd: int, offset: int, length: int) -> int:
         if lib.mincore(addr, size, vec) != 0:
             err = ctypes.get_errno()
             raise OSError(err, f"mincore: {os.strerror(err)}")
-        resident = pages - vec.raw[:pages].count(0)  # only bit 0 is defined
+        return vec.raw[:pages]
     finally:
         lib.munmap(addr, size)
+
+
+def mincore_resident(fd: int, offset: int, length: int) -> int:
+    """Resident bytes of ``[offset, offset+length)`` by mincore (page granular, clipped)."""
+    if length <= 0:
+        return 0
+    vec = mincore_vector(fd, offset, length)
+    resident = len(vec) - vec.count(0)  # only bit 0 is defined
     return min(length, resident * PAGE_SIZE)
 
 

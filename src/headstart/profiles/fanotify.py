@@ -1,19 +1,19 @@
-"""Which files a process tree opens, in order: fanotify (root) or ``/proc/PID/maps`` sampling.
+"""Which files a process tree opens, in order, by fanotify (root).
 
 :class:`OpenRecorder` marks whole filesystems with ``FAN_OPEN | FAN_OPEN_EXEC`` (notification
 class, unlimited queue, so nothing ever waits for us) and keeps the first open of every
-regular file by a descendant of this process. It sees every process of the tree, ``open``,
-``execve``, ``dlopen`` and files opened only to be ``mmap``-ed (safetensors).
+regular file by the tree it follows (:class:`~headstart.profiles.recorders.ProcessTree`
+rooted at ``root_pid``, by default this process). It sees every process of the
+tree, ``open``, ``execve``, ``dlopen`` and files opened only to be ``mmap``-ed (safetensors).
 
 What it misses: *which bytes* were read (fanotify has no offsets for notification events;
 the residency diff in :mod:`headstart.profiles.record` supplies them); files opened by a
 process that exited before its event was handled, or that left the tree (double fork, the
 intermediate already gone); files whose fd was opened before recording started.
 
-:class:`MapsSampler` is the fallback without root: every ~10 ms it reads ``/proc/PID/maps``
-of the tree and notes new file mappings (shared libraries, extension modules, mmap-ed
-weights). It misses every file that is read and closed without being mapped (``.py``,
-``.pyc``, JSON, tokenizers) and mappings that live shorter than the sampling period.
+The fallback without root, :class:`~headstart.profiles.recorders.MapsSampler`, and the
+:class:`~headstart.profiles.recorders.Recorder` protocol both implement are in
+:mod:`headstart.profiles.recorders`.
 """
 
 from __future__ import annotations
@@ -25,8 +25,10 @@ import select
 import stat
 import struct
 import threading
-import time
 
+from headstart.profiles.recorders import BaseRecorder, MapsSampler, Seen
+
+# MapsSampler and Seen live in recorders; still importable from here.
 __all__ = ["MapsSampler", "OpenRecorder", "Seen", "fanotify_available"]
 
 log = logging.getLogger(__name__)
@@ -42,55 +44,6 @@ _FAN_OPEN_EXEC = 0x1000
 _FAN_Q_OVERFLOW = 0x4000
 _AT_FDCWD = -100
 _EVENT = struct.Struct("IBBHQii")  # struct fanotify_event_metadata
-_SKIP_PREFIXES = ("/proc/", "/sys/", "/dev/", "/run/", "/memfd:")
-
-
-class Seen:
-    """First-touch record of one file."""
-
-    __slots__ = ("order", "path", "pid", "t")
-
-    def __init__(self, path: str, order: int, t: float, pid: int) -> None:
-        self.path, self.order, self.t, self.pid = path, order, t, pid
-
-
-class _Tree:
-    """Is a pid a descendant of ``root``? Cached; the chain is read from /proc."""
-
-    def __init__(self, root: int) -> None:
-        self.root = root
-        self.known: dict[int, bool] = {}
-
-    def __contains__(self, pid: int) -> bool:
-        if pid == self.root:  # the recorder itself is not the target
-            return False
-        chain = []
-        cur = pid
-        while True:
-            if cur in self.known:
-                answer = self.known[cur]
-                break
-            chain.append(cur)
-            ppid = _ppid(cur)
-            if ppid is None or ppid <= 1 or len(chain) > 64:
-                answer = False
-                break
-            if ppid == self.root:
-                answer = True
-                break
-            cur = ppid
-        for p in chain:
-            self.known[p] = answer
-        return answer
-
-
-def _ppid(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            data = fh.read()
-        return int(data[data.rfind(b")") + 2:].split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def _libc() -> ctypes.CDLL:
@@ -117,37 +70,15 @@ def fanotify_available() -> tuple[bool, str]:
     return True, ""
 
 
-class _Recorder:
-    def __init__(self) -> None:
-        self.seen: dict[str, Seen] = {}
-        self.events = 0
-        self.dropped_foreign = 0
-        self.overflow = False
-        self.t0 = time.monotonic()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-        self.tree = _Tree(os.getpid())
-
-    def _note(self, path: str, pid: int) -> None:
-        if path.startswith(_SKIP_PREFIXES) or path.endswith(" (deleted)"):
-            return
-        with self._lock:
-            if path not in self.seen:
-                self.seen[path] = Seen(path, len(self.seen), time.monotonic() - self.t0, pid)
-
-    def ordered(self) -> list[Seen]:
-        with self._lock:
-            return sorted(self.seen.values(), key=lambda s: s.order)
-
-
-class OpenRecorder(_Recorder):
-    """fanotify recorder of the files descendants of this process open. Root only."""
+class OpenRecorder(BaseRecorder):
+    """fanotify recorder of the files the tree rooted at ``root_pid`` (default: this
+    process) opens. Root only."""
 
     mechanism = "fanotify"
 
-    def __init__(self, paths: list[str] | None = None) -> None:
-        super().__init__()
+    def __init__(self, paths: list[str] | None = None, root_pid: int | None = None,
+                 include_root: bool | None = None) -> None:
+        super().__init__(root_pid, include_root)
         self._paths = paths or ["/"]
         self._fd = -1
 
@@ -232,50 +163,3 @@ class OpenRecorder(_Recorder):
             self._drain()
             os.close(self._fd)
             self._fd = -1
-
-
-class MapsSampler(_Recorder):
-    """Fallback without root: samples ``/proc/PID/maps`` of this process's descendants."""
-
-    mechanism = "maps"
-
-    def __init__(self, interval: float = 0.01) -> None:
-        super().__init__()
-        self.interval = interval
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="headstart-maps", daemon=True)
-        self._thread.start()
-
-    def _pids(self) -> list[int]:
-        out = []
-        for name in os.listdir("/proc"):
-            if name.isdigit() and int(name) in self.tree:
-                out.append(int(name))
-        return out
-
-    def sample(self) -> None:
-        for pid in self._pids():
-            try:
-                with open(f"/proc/{pid}/maps", "rb") as fh:
-                    data = fh.read()
-            except OSError:
-                continue
-            for line in data.splitlines():
-                parts = line.split(None, 5)
-                if len(parts) == 6 and parts[5].startswith(b"/"):
-                    self._note(os.fsdecode(parts[5]), pid)
-        self.events += 1
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.sample()
-            except Exception as exc:
-                log.debug("maps sampling: %s", exc)
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        self.sample()

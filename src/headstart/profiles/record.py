@@ -6,20 +6,22 @@ How, and why this combination (measured on ``transformers serve``, see README):
    (the same eviction and environment discovery as ``headstart bench`` cold runs).
 2. **Order** -- :class:`~headstart.profiles.fanotify.OpenRecorder` (root): the first open of
    every regular file by the target's process tree, including exec, dlopen and
-   mmap-only files. Without root, :class:`~headstart.profiles.fanotify.MapsSampler` sees
+   mmap-only files. Without root, :class:`~headstart.profiles.recorders.MapsSampler` sees
    only mapped files (shared libraries, mmap-ed weights); the other resident files of the
    Python installation follow in path order, which replays them, but late.
-3. **Ranges** -- a residency diff: when the target is ready, the page-granular ``mincore``
-   map of every file in step 2 (and, without root, every file of the Python installation
-   and the model) gives the byte ranges that are resident. The files started cold, so
-   these are the pages the startup read (its reads plus the kernel's readahead, which is
-   what a cold start pays for anyway).
+3. **Ranges** -- a residency diff (:mod:`headstart.profiles.capture`): when the target is
+   ready, the page-granular ``mincore`` map of every file in step 2 (and, without root,
+   every file of the Python installation and the model) gives the byte ranges that are
+   resident (:func:`~headstart.pagecache.residency.resident_runs`). The files started
+   cold, so these are the pages the startup read (its reads plus the kernel's readahead,
+   which is what a cold start pays for anyway).
 4. **Touched pages** -- for files the tree still maps at readiness (shared libraries, and
    weights a loader keeps mapped), only the pages its page tables show as present (plus the
    first 64 KiB, read with ``read()``) are kept: residency there is inflated by read-around
    (:mod:`headstart.profiles.pagemap`); files no longer mapped keep their residency.
 5. **Loader order** -- the weight files' page maps are sampled every 50 ms while the
-   target starts; each 4 MiB chunk is replayed in the order it first became resident.
+   target starts; each 4 MiB chunk is replayed in the order it first became resident
+   (:mod:`headstart.profiles.weights`, :mod:`headstart.profiles.layout`).
 
 What each part misses:
 
@@ -32,121 +34,35 @@ What each part misses:
 * Python audit hooks (considered, not used): they see ``open`` of Python code only, not
   ``dlopen``/``mmap`` or child processes that are not Python, and need code injected
   into the target (sitecustomize), which changes what it imports.
-* Residency diff: pages read and evicted again before readiness (memory pressure); pages
-  another process on the host read into the same files meanwhile (record on a quiet host);
-  for files outside the evicted set (``/usr/lib`` libraries the system keeps resident) it
-  cannot tell startup's pages from earlier ones, so their resident pages are recorded whole
-  (a replay skips resident pages: a ``cachestat`` call, no I/O).
+* Residency diff: pages evicted again before readiness, pages other processes read
+  meanwhile, and files outside the evicted set (recorded with every resident page), see
+  :mod:`headstart.profiles.capture`.
 * Pagemap trimming: pages of processes that exited before readiness, pages unmapped again.
 * Loader order: order inside a 4 MiB chunk, and reads faster than the 50 ms sampling.
 
 Files the tree *wrote* during startup (mtime or ctime changed) are left out: they are
 outputs, not inputs (on a first run that includes freshly written ``__pycache__``).
+
+This module is the orchestration: it runs the target itself (``bench.runner.run_once``)
+and calls :func:`~headstart.profiles.capture.capture` the moment it is ready.
 """
 
 from __future__ import annotations
 
-import ctypes
-import logging
-import mmap
 import os
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from headstart.profiles.store import FileEntry, Profile, dist_names
+from headstart.pagecache.residency import resident_runs
+from headstart.profiles.store import Profile, dist_names
 
+if TYPE_CHECKING:
+    from headstart.profiles.capture import Captured
+
+# resident_runs lives in headstart.pagecache.residency; still importable from here.
 __all__ = ["Recording", "record_startup", "resident_runs"]
-
-log = logging.getLogger(__name__)
-
-_PAGE = mmap.PAGESIZE
-_libc = None
-
-
-def _lib() -> ctypes.CDLL:
-    global _libc
-    if _libc is None:
-        lib = ctypes.CDLL(None, use_errno=True)
-        lib.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
-                             ctypes.c_int, ctypes.c_long]
-        lib.mmap.restype = ctypes.c_void_p
-        lib.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-        lib.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
-        _libc = lib
-    return _libc
-
-
-_CHUNK = 65536  # cachestat granularity where mincore cannot be trusted
-
-
-def _cachestat_runs(fd: int, size: int) -> list[tuple[int, int]]:
-    """Resident runs at 64 KiB granularity (a chunk counts when any page of it is cached)."""
-    from headstart.pagecache import syscalls
-
-    runs: list[tuple[int, int]] = []
-    for off in range(0, size, _CHUNK):
-        cs = syscalls.cachestat(fd, off, min(_CHUNK, size - off))
-        if cs is None:
-            raise OSError(38, "cachestat unavailable")
-        if cs.nr_cache:
-            n = min(_CHUNK, size - off)
-            if runs and runs[-1][0] + runs[-1][1] == off:
-                runs[-1] = (runs[-1][0], runs[-1][1] + n)
-            else:
-                runs.append((off, n))
-    return runs
-
-
-def resident_runs(path: str) -> list[tuple[int, int]]:
-    """Resident ``(offset, length)`` runs of a file, page granular, clipped to its size.
-
-    ``mincore`` on a read-only shared mapping where it is trusted (root, or a file we may
-    write: Linux >= 5.2 reports every page resident otherwise, facts.md section 4); else
-    ``cachestat`` per 64 KiB chunk. Raises OSError when the file cannot be read.
-    """
-    from headstart.pagecache import syscalls
-
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-    try:
-        st = os.fstat(fd)
-        size = st.st_size
-        if size <= 0:
-            return []
-        if not syscalls.mincore_trusted(st):
-            return _cachestat_runs(fd, size)
-        lib = _lib()
-        addr = lib.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
-        if addr is None or addr == ctypes.c_void_p(-1).value:
-            err = ctypes.get_errno()
-            raise OSError(err, f"mmap {path}: {os.strerror(err)}")
-        try:
-            pages = (size + _PAGE - 1) // _PAGE
-            vec = ctypes.create_string_buffer(pages)
-            if lib.mincore(addr, size, vec) != 0:
-                err = ctypes.get_errno()
-                raise OSError(err, f"mincore {path}: {os.strerror(err)}")
-            raw = vec.raw[:pages]
-        finally:
-            lib.munmap(addr, size)
-    finally:
-        os.close(fd)
-    runs: list[tuple[int, int]] = []
-    i = 0
-    # bytes.find on b"\x00"/non-zero boundaries: fast for the long runs weights have
-    while i < pages:
-        if not raw[i] & 1:
-            j = raw.find(b"\x01", i)
-            if j < 0:
-                break
-            i = j
-            continue
-        j = raw.find(b"\x00", i)
-        j = pages if j < 0 else j
-        runs.append((i * _PAGE, min(size, j * _PAGE) - i * _PAGE))
-        i = j
-    return runs
 
 
 @dataclass
@@ -157,80 +73,6 @@ class Recording:
     run: object  # headstart.bench.runner.RunResult
     path: str | None = None
     notes: list[str] = field(default_factory=list)
-
-
-class _WeightSampler:
-    """Loader order inside the weight files: every ``interval`` seconds, the resident page
-    map of each weight file; each ``chunk`` gets the time it was first seen resident.
-
-    fanotify says when a file was opened, not which part of it was read when; a loader
-    that maps a shard and reads tensors in its own order would otherwise be replayed in
-    offset order. Costs one mincore per weight file per sample (~1 ms for 0.5 GB).
-    """
-
-    def __init__(self, paths: list[str], chunk: int = 4 * 2**20,
-                 interval: float = 0.05) -> None:
-        import threading
-
-        self.paths = paths
-        self.chunk = chunk
-        self.interval = interval
-        self.first: dict[tuple[str, int], int] = {}  # (path, chunk index) -> sample number
-        self.samples = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="headstart-weights",
-                                        daemon=True)
-
-    def start(self) -> None:
-        if self.paths:
-            self._thread.start()
-
-    def sample(self) -> None:
-        n = self.samples
-        for path in self.paths:
-            try:
-                runs = resident_runs(path)
-            except OSError:
-                continue
-            for off, length in runs:
-                for c in range(off // self.chunk, (off + length - 1) // self.chunk + 1):
-                    self.first.setdefault((path, c), n)
-        self.samples += 1
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.sample()
-            except Exception as exc:
-                log.debug("weight sampling: %s", exc)
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
-        self.sample()
-
-    def order(self, ranges: list[tuple[str, int, int]], file_rank: dict[str, int]
-              ) -> list[tuple[str, int, int]]:
-        """``ranges`` (path, offset, length) cut at chunk boundaries and sorted by when
-        each chunk became resident (then file order, offset); adjacent pieces merged."""
-        pieces = []
-        for path, off, length in ranges:
-            end = off + length
-            while off < end:
-                c = off // self.chunk
-                stop = min(end, (c + 1) * self.chunk)
-                when = self.first.get((path, c), self.samples)
-                pieces.append((when, file_rank.get(path, 0), off, path, stop - off))
-                off = stop
-        pieces.sort()
-        out: list[list] = []
-        for _when, _rank, off, path, length in pieces:
-            if out and out[-1][0] == path and out[-1][1] + out[-1][2] == off:
-                out[-1][2] += length
-            else:
-                out.append([path, off, length])
-        return [(p, o, n) for p, o, n in out]
 
 
 class _ReadyHook:
@@ -259,44 +101,76 @@ class _ReadyHook:
         return self._probe.describe()
 
 
-_HEAD_PAGES = 65536 // _PAGE  # ELF headers are read with read(), not through the mapping
+@dataclass
+class _Target:
+    """What the recording needs to know about the command before it runs."""
+
+    key: str
+    identity: dict
+    snapshot: object | None  # headstart.models.Snapshot
+    weights: set[str]  # real paths of the model's weight files
+    interp: str | None
+    pyenv: object | None  # headstart.bench.environment.PythonEnvironment
+    env_roots: list[str]  # the target's Python installation
+    site_dirs: list[str]
+    extra: list[str]  # --evict paths
+    evict_roots: list[str] = field(default_factory=list)
+
+    def mark_paths(self) -> list[str]:
+        """Paths whose filesystems fanotify marks."""
+        out = ["/", *self.evict_roots[:1], *self.env_roots, os.getcwd()]
+        if self.snapshot:
+            out += [self.snapshot.root, *sorted(self.weights)[:1]]
+        return out
+
+    def scan_paths(self) -> list[str]:
+        """What the maps recorder's residency scan covers beyond the files it saw."""
+        files = [f.real_path for f in self.snapshot.files] if self.snapshot else []
+        return [*self.env_roots, *self.extra, *files]
 
 
-def _trim(runs: list[tuple[int, int]], touched: bytearray) -> list[tuple[int, int]]:
-    """The parts of resident ``runs`` whose pages the tree has mapped (or file headers)."""
-    out: list[tuple[int, int]] = []
-    for off, length in runs:
-        end = off + length
-        page = off // _PAGE
-        start = None
-        while page * _PAGE < end:
-            keep = page < _HEAD_PAGES or (page < len(touched) and touched[page])
-            if keep and start is None:
-                start = page
-            elif not keep and start is not None:
-                out.append((start * _PAGE, page * _PAGE - start * _PAGE))
-                start = None
-            page += 1
-        if start is not None:
-            out.append((start * _PAGE, end - start * _PAGE))
-    return out
+def _target(cmd: list[str], model: str | None, revision: str | None, cache_dir: str | None,
+            hub: str | None, extra_evict: list[str] | None, evict_env: bool,
+            notes: list[str]) -> _Target:
+    from headstart.bench.environment import find_interpreter, python_environment
+    from headstart.plan import RunOptions, build_plan
+    from headstart.profiles.key import profile_key
+
+    plan = build_plan(RunOptions(model=model, revision=revision, cache_dir=cache_dir, hub=hub),
+                      cmd)
+    key, identity = profile_key(plan)
+    snapshot = None
+    if plan.model:
+        try:
+            from headstart.models.resolve import resolve_model
+
+            snapshot = resolve_model(plan.model, revision=plan.revision,
+                                     cache_dir=plan.cache_dir, hub=plan.hub)
+        except Exception as exc:
+            notes.append(f"model {plan.model} not resolved ({exc}); recording without it")
+    interp = find_interpreter(cmd)
+    pyenv = python_environment(interp) if interp else None
+    t = _Target(key=key, identity=identity, snapshot=snapshot,
+                weights={f.real_path for f in snapshot.weight_files} if snapshot else set(),
+                interp=interp, pyenv=pyenv, env_roots=pyenv.evict_paths() if pyenv else [],
+                site_dirs=[p for p in (pyenv.site_packages if pyenv else []) if os.path.isdir(p)],
+                extra=[os.path.abspath(p) for p in (extra_evict or [])])
+    t.evict_roots = list(t.env_roots) if evict_env else []
+    if snapshot:
+        t.evict_roots += [f.real_path for f in snapshot.files]
+    t.evict_roots += t.extra
+    return t
 
 
-def _tree_pids() -> list[int]:
-    from headstart.profiles.fanotify import _Tree
+def _evict(roots: list[str], notes: list[str]) -> None:
+    from headstart.pagecache.evict import evict
 
-    tree = _Tree(os.getpid())
-    return [int(n) for n in os.listdir("/proc") if n.isdigit() and int(n) in tree]
-
-
-def _under(path: str, roots: list[str]) -> bool:
-    return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
-
-
-def _walk_files(roots: list[str]) -> list[str]:
-    from headstart.pagecache.ranges import expand_paths
-
-    return [p for p in expand_paths(roots) if os.path.isfile(p)]
+    eviction = evict(roots) if roots else None
+    if eviction is not None:
+        total = sum(f.size for f in eviction.files if f.error is None)
+        left = sum(f.after for f in eviction.files if f.error is None)
+        notes.append(f"evicted {len(eviction.files)} files, {left} of {total} bytes stayed "
+                     "resident")
 
 
 def record_startup(
@@ -326,185 +200,58 @@ def record_startup(
     module docstring).
     Returns the profile (None when the run never got ready) and the bench RunResult.
     """
-    from headstart.bench.environment import find_interpreter, python_environment
     from headstart.bench.runner import run_once
-    from headstart.pagecache.evict import evict
-    from headstart.plan import RunOptions, build_plan
-    from headstart.profiles import fanotify
-    from headstart.profiles.key import profile_key
+    from headstart.profiles.capture import capture
+    from headstart.profiles.recorders import make_recorder
+    from headstart.profiles.weights import WeightSampler
 
     notes: list[str] = []
-    plan = build_plan(RunOptions(model=model, revision=revision, cache_dir=cache_dir, hub=hub),
-                      cmd)
-    key, identity = profile_key(plan)
-
-    snapshot = None
-    if plan.model:
-        try:
-            from headstart.models.resolve import resolve_model
-
-            snapshot = resolve_model(plan.model, revision=plan.revision,
-                                     cache_dir=plan.cache_dir, hub=plan.hub)
-        except Exception as exc:
-            notes.append(f"model {plan.model} not resolved ({exc}); recording without it")
-    weights = {f.real_path for f in snapshot.weight_files} if snapshot else set()
-
-    interp = find_interpreter(cmd)
-    pyenv = python_environment(interp) if interp else None
-    env_roots = pyenv.evict_paths() if pyenv else []
-    site_dirs = [p for p in (pyenv.site_packages if pyenv else []) if os.path.isdir(p)]
-    extra = [os.path.abspath(p) for p in (extra_evict or [])]
-    evict_roots = list(env_roots) if evict_env else []
-    if snapshot:
-        evict_roots += [f.real_path for f in snapshot.files]
-    evict_roots += extra
-
-    eviction = evict(evict_roots) if evict_roots else None
-    if eviction is not None:
-        total = sum(f.size for f in eviction.files if f.error is None)
-        left = sum(f.after for f in eviction.files if f.error is None)
-        notes.append(f"evicted {len(eviction.files)} files, {left} of {total} bytes stayed "
-                     "resident")
-
-    if mechanism == "auto":
-        mechanism = "fanotify" if fanotify.fanotify_available()[0] else "maps"
-    mark_paths = ["/", *evict_roots[:1], *env_roots, os.getcwd()]
-    if snapshot:
-        mark_paths += [snapshot.root, *sorted(weights)[:1]]
-    if mechanism == "fanotify":
-        recorder = fanotify.OpenRecorder(mark_paths)
-    elif mechanism == "maps":
-        recorder = fanotify.MapsSampler()
+    target = _target(cmd, model, revision, cache_dir, hub, extra_evict, evict_env, notes)
+    _evict(target.evict_roots, notes)
+    recorder = make_recorder(mechanism, target.mark_paths())
+    if recorder.mechanism == "maps":
         notes.append("no fanotify (needs root): file order from /proc/PID/maps sampling, "
                      "unmapped files in path order")
-    else:
-        raise ValueError(f"unknown mechanism {mechanism!r} (fanotify, maps, auto)")
-
-    captured: dict = {}
+    scan = target.scan_paths() if recorder.mechanism == "maps" else []
+    captured: list[Captured] = []
     t_start = time.time_ns()
-    sampler = _WeightSampler(sorted(weights))
+    sampler = WeightSampler(sorted(target.weights))
 
-    def capture() -> None:
-        if captured:
-            return
-        t_ready = time.monotonic()
-        # First, while the tree still runs: which pages of its mapped files it touched.
-        touched = {}
-        if trim_mapped:
-            from headstart.profiles.pagemap import touched_pages
-
-            touched = touched_pages(_tree_pids())
-        recorder.stop()
-        sampler.stop()
-        seen = recorder.ordered()
-        paths = [s.path for s in seen]
-        first_open = {s.path: s.t for s in seen}
-        if mechanism == "maps":
-            candidates = _walk_files(env_roots + extra)
-            if snapshot:
-                candidates += [f.real_path for f in snapshot.files]
-            known = set(paths)
-            paths += sorted(p for p in candidates if p not in known)
-        files: list[FileEntry] = []
-        ranges: list[tuple[int, int, int]] = []
-        weight_ranges: list[tuple[str, int, int]] = []
-        skipped_written = 0
-        trimmed = 0
-        for path in paths:
-            try:
-                st = os.stat(path)
-                if st.st_mtime_ns >= t_start or st.st_ctime_ns >= t_start:
-                    skipped_written += 1  # written during startup: an output, not an input
-                    continue
-                runs = resident_runs(path)
-            except OSError:
-                continue
-            if not runs:
-                continue
-            real = os.path.realpath(path)
-            if real in touched:
-                before = sum(n for _o, n in runs)
-                runs = _trim(runs, touched[real])
-                trimmed += before - sum(n for _o, n in runs)
-                if not runs:
-                    continue
-            idx = len(files)
-            files.append(FileEntry(path=real, size=st.st_size, mtime_ns=st.st_mtime_ns,
-                                   inode=st.st_ino,
-                                   role="weights" if real in weights else "library",
-                                   t=round(first_open.get(path, 0.0), 4)))
-            if real in weights:
-                weight_ranges += [(real, off, n) for off, n in runs]
-            else:
-                ranges += [(idx, off, n) for off, n in runs]
-        # weights last, in the order the loader made them resident
-        index = {f.path: i for i, f in enumerate(files)}
-        ranges += [(index[p], off, n) for p, off, n in sampler.order(weight_ranges, index)]
-        captured.update(files=files, ranges=ranges, seen=len(seen), trimmed=trimmed,
-                        skipped_written=skipped_written, ready_after=t_ready,
-                        scan_seconds=time.monotonic() - t_ready,
-                        events=recorder.events, overflow=recorder.overflow,
-                        evicted=[f.path for f in files if _under(f.path, evict_roots)])
+    def on_ready() -> None:
+        if not captured:
+            captured.append(capture(os.getpid(), recorder, sampler, weights=target.weights,
+                                    t_start_ns=t_start, extra_paths=scan,
+                                    trim_mapped=trim_mapped))
 
     recorder.start()
     sampler.start()
     try:
-        say(f"recording {' '.join(cmd)} (cold, {mechanism})")
-        result = run_once(list(cmd), _ReadyHook(probe, capture), run_dir, timeout=timeout,
+        say(f"recording {' '.join(cmd)} (cold, {recorder.mechanism})")
+        result = run_once(list(cmd), _ReadyHook(probe, on_ready), run_dir, timeout=timeout,
                           env=env)
         if result.ok:
-            capture()
+            on_ready()
     finally:
         if not captured:
             recorder.stop()
             sampler.stop()
     if not result.ok:
         return Recording(None, result, notes=[*notes, f"not ready: {result.reason}"])
+    return _finish(captured[0], target, cmd, result, save, notes)
 
-    files, ranges = captured["files"], captured["ranges"]
-    # Merge duplicate entries of one real path (a symlink and its target both opened).
-    merged_files: list[FileEntry] = []
-    index_of: dict[str, int] = {}
-    remap: dict[int, int] = {}
-    for i, f in enumerate(files):
-        if f.path in index_of:
-            remap[i] = index_of[f.path]
-        else:
-            index_of[f.path] = remap[i] = len(merged_files)
-            merged_files.append(f)
-    seen_ranges: set[tuple[int, int, int]] = set()
-    final: list[tuple[int, int, int]] = []
-    for i, off, n in ranges:
-        r = (remap[i], off, n)
-        if r not in seen_ranges:
-            seen_ranges.add(r)
-            final.append(r)
-    lib_bytes = sum(n for i, _o, n in final if merged_files[i].role != "weights")
-    profile = Profile(
-        key=key, identity=identity, files=merged_files, ranges=final, command=list(cmd),
-        snapshot={"root": snapshot.root, "commit": snapshot.commit, "source": snapshot.source}
-        if snapshot else None,
-        dists=dist_names(site_dirs), mechanism=recorder.mechanism,
-        stats={
-            "ready_seconds": round(result.seconds or 0.0, 3),
-            "files": len(merged_files),
-            "ranges": len(final),
-            "bytes": sum(n for _i, _o, n in final),
-            "library_bytes": lib_bytes,
-            "weight_bytes": sum(n for _i, _o, n in final) - lib_bytes,
-            "files_opened": captured["seen"],
-            "files_written_skipped": captured["skipped_written"],
-            "files_not_evicted": len(merged_files) - len(set(captured["evicted"])),
-            "events": captured["events"],
-            "queue_overflow": captured["overflow"],
-            "scan_seconds": round(captured["scan_seconds"], 3),
-            "weight_samples": sampler.samples,
-            "mapped_bytes_trimmed": captured["trimmed"],
-            "python": pyenv.version if pyenv else None,
-            "interpreter": interp,
-            "recorder_python": sys.version.split()[0],
-        },
-    )
+
+def _finish(captured: Captured, target: _Target, cmd: list[str], result, save: bool,
+            notes: list[str]) -> Recording:
+    from headstart.profiles.capture import build_profile
+
+    snap = target.snapshot
+    profile = build_profile(
+        captured, key=target.key, identity=target.identity, command=list(cmd),
+        snapshot={"root": snap.root, "commit": snap.commit, "source": snap.source}
+        if snap else None,
+        dists=dist_names(target.site_dirs), ready_seconds=result.seconds or 0.0,
+        evicted_roots=target.evict_roots,
+        python=target.pyenv.version if target.pyenv else None, interpreter=target.interp)
     path = None
     if save:
         from headstart.profiles.store import save_profile

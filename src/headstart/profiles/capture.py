@@ -1,0 +1,180 @@
+"""The capture step of a recording: at readiness, what the process tree read, as a profile.
+
+:func:`capture` runs the moment the target is ready, while its tree still runs: the pages
+of still-mapped files its page tables show (:mod:`headstart.profiles.pagemap`), then the
+recorder's file order, then each file's resident runs (a residency diff: the files
+started cold), laid out by :mod:`headstart.profiles.layout`. :func:`build_profile` turns
+the result into a :class:`~headstart.profiles.store.Profile`. Neither starts the target,
+so a recorder watching an already running tree (by pid) can use them too.
+
+Files the tree *wrote* during startup (mtime or ctime at or after the recording's start)
+are left out: they are outputs, not inputs (on a first run that includes freshly written
+``__pycache__``).
+
+What the residency diff misses: pages read and evicted again before readiness (memory
+pressure); pages another process on the host read into the same files meanwhile (record on
+a quiet host); for files outside the evicted set (``/usr/lib`` libraries the system keeps
+resident) it cannot tell startup's pages from earlier ones, so their resident pages are
+recorded whole (a replay skips resident pages: a ``cachestat`` call, no I/O).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+
+from headstart.pagecache.residency import resident_runs
+from headstart.profiles.layout import (
+    ChunkTimes,
+    Run,
+    merge_duplicates,
+    startup_ranges,
+    trim_to_touched,
+)
+from headstart.profiles.recorders import Recorder, tree_pids
+from headstart.profiles.store import FileEntry, Profile
+from headstart.profiles.weights import WeightSampler
+
+__all__ = ["Captured", "build_profile", "capture"]
+
+_UNSAMPLED = ChunkTimes(1 << 62, {}, 0)  # no weight sampler: weights in file order, offset
+
+
+@dataclass
+class Captured:
+    """What :func:`capture` found: ``ranges`` index ``files`` (one entry per real path)."""
+
+    files: list[FileEntry]
+    ranges: list[tuple[int, int, int]]
+    mechanism: str
+    files_opened: int  # distinct paths the recorder saw
+    skipped_written: int
+    trimmed: int  # resident bytes of mapped files dropped as untouched
+    events: int
+    overflow: bool
+    weight_samples: int
+    ready_at: float  # time.monotonic() when capture began
+    scan_seconds: float
+
+
+def capture(root_pid: int, recorder: Recorder, weight_sampler: WeightSampler | None, *,
+            weights: Collection[str] = (), t_start_ns: int,
+            extra_paths: Sequence[str] = (), trim_mapped: bool = True,
+            include_root: bool | None = None) -> Captured:
+    """Stop ``recorder`` and ``weight_sampler`` (both started by the caller) and capture
+    what the tree rooted at ``root_pid`` read since ``t_start_ns`` (``time.time_ns()``).
+
+    ``weights``: real paths of the model's weight files (role ``"weights"``, replayed last
+    in loader order). ``extra_paths``: files or folders, walked now, whose resident files
+    follow the recorder's in path order (the maps recorder misses unmapped files).
+    ``trim_mapped``: keep only the touched pages of files the tree still maps; the tree's
+    pids are counted as :class:`~headstart.profiles.recorders.ProcessTree` does, with
+    ``include_root``.
+    """
+    t_ready = time.monotonic()
+    touched: dict[str, bytearray] = {}
+    if trim_mapped:  # first, while the tree still runs
+        from headstart.profiles.pagemap import touched_pages
+
+        touched = touched_pages(tree_pids(root_pid, include_root))
+    recorder.stop()
+    if weight_sampler is not None:
+        weight_sampler.stop()
+    seen = recorder.ordered()
+    paths = [s.path for s in seen]
+    first_open = {s.path: s.t for s in seen}
+    if extra_paths:
+        known = set(paths)
+        paths += sorted(p for p in _walk_files(list(extra_paths)) if p not in known)
+    files, runs, skipped_written, trimmed = _scan(paths, weights, t_start_ns, touched,
+                                                  first_open)
+    times = weight_sampler.times() if weight_sampler is not None else _UNSAMPLED
+    merged, ranges = merge_duplicates(files, startup_ranges(files, runs, times))
+    return Captured(files=merged, ranges=ranges, mechanism=recorder.mechanism,
+                    files_opened=len(seen), skipped_written=skipped_written,
+                    trimmed=trimmed, events=recorder.events, overflow=recorder.overflow,
+                    weight_samples=times.samples, ready_at=t_ready,
+                    scan_seconds=time.monotonic() - t_ready)
+
+
+def _scan(paths: list[str], weights: Collection[str], t_start_ns: int,
+          touched: dict[str, bytearray], first_open: dict[str, float]
+          ) -> tuple[list[FileEntry], list[list[Run]], int, int]:
+    """An entry and the (trimmed) resident runs of each path that is an input with
+    resident pages; plus how many paths were skipped as written and bytes trimmed."""
+    files: list[FileEntry] = []
+    runs_of: list[list[Run]] = []
+    skipped_written = trimmed = 0
+    for path in paths:
+        try:
+            st = os.stat(path)
+            if st.st_mtime_ns >= t_start_ns or st.st_ctime_ns >= t_start_ns:
+                skipped_written += 1
+                continue
+            runs = resident_runs(path)
+        except OSError:
+            continue
+        if not runs:
+            continue
+        real = os.path.realpath(path)
+        if real in touched:
+            before = sum(n for _o, n in runs)
+            runs = trim_to_touched(runs, touched[real])
+            trimmed += before - sum(n for _o, n in runs)
+            if not runs:
+                continue
+        files.append(FileEntry(path=real, size=st.st_size, mtime_ns=st.st_mtime_ns,
+                               inode=st.st_ino,
+                               role="weights" if real in weights else "library",
+                               t=round(first_open.get(path, 0.0), 4)))
+        runs_of.append(runs)
+    return files, runs_of, skipped_written, trimmed
+
+
+def _walk_files(roots: list[str]) -> list[str]:
+    from headstart.pagecache.ranges import expand_paths
+
+    return [p for p in expand_paths(roots) if os.path.isfile(p)]
+
+
+def _under(path: str, roots: Sequence[str]) -> bool:
+    return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
+
+
+def build_profile(captured: Captured, *, key: str, identity: dict, command: list[str],
+                  snapshot: dict | None = None, dists: dict[str, list[str]] | None = None,
+                  ready_seconds: float = 0.0, evicted_roots: Sequence[str] = (),
+                  python: str | None = None, interpreter: str | None = None) -> Profile:
+    """The profile of ``captured``. ``evicted_roots``: what was evicted before the start
+    (files outside it count as ``files_not_evicted``); ``python``/``interpreter``: the
+    target's, for the stats."""
+    files, ranges = captured.files, captured.ranges
+    total = sum(n for _i, _o, n in ranges)
+    lib_bytes = sum(n for i, _o, n in ranges if files[i].role != "weights")
+    evicted = {f.path for f in files if _under(f.path, evicted_roots)}
+    return Profile(
+        key=key, identity=identity, files=files, ranges=ranges, command=list(command),
+        snapshot=snapshot, dists=dists or {}, mechanism=captured.mechanism,
+        stats={
+            "ready_seconds": round(ready_seconds, 3),
+            "files": len(files),
+            "ranges": len(ranges),
+            "bytes": total,
+            "library_bytes": lib_bytes,
+            "weight_bytes": total - lib_bytes,
+            "files_opened": captured.files_opened,
+            "files_written_skipped": captured.skipped_written,
+            "files_not_evicted": len(files) - len(evicted),
+            "events": captured.events,
+            "queue_overflow": captured.overflow,
+            "scan_seconds": round(captured.scan_seconds, 3),
+            "weight_samples": captured.weight_samples,
+            "mapped_bytes_trimmed": captured.trimmed,
+            "python": python,
+            "interpreter": interpreter,
+            "recorder_python": sys.version.split()[0],
+        },
+    )

@@ -1,0 +1,124 @@
+"""How a recording's facts become a profile's ordered ranges: pure functions, no I/O.
+
+A profile replays, in this order: each library file's resident runs, files in first-open
+order and offsets ascending within a file; then the weight files' runs cut at chunk
+boundaries, in the order the loader made each chunk resident. Runs of files the tree still
+mapped are first trimmed to the pages it touched. One real path recorded twice (a symlink
+and its target both opened) becomes one file entry.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from headstart.profiles.store import FileEntry
+
+__all__ = ["HEAD_BYTES", "PAGE", "ChunkTimes", "merge_duplicates", "order_by_chunk",
+           "startup_ranges", "trim_to_touched"]
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+HEAD_BYTES = 65536  # ELF headers are read with read(), not through the mapping: always kept
+
+Run = tuple[int, int]  # (offset, length)
+
+
+@dataclass(frozen=True)
+class ChunkTimes:
+    """When each ``chunk``-byte chunk of the weight files was first seen resident:
+    ``first[(path, chunk index)]`` is a sample number; a chunk never seen ranks after every
+    sample, as ``samples``."""
+
+    chunk: int
+    first: Mapping[tuple[str, int], int]
+    samples: int
+
+
+def trim_to_touched(runs: Sequence[Run], touched: bytes | bytearray,
+                    page: int = PAGE) -> list[Run]:
+    """The parts of resident ``runs`` on pages the tree touched (``touched[page]`` true) or
+    within the first :data:`HEAD_BYTES` of the file. Pages past ``touched`` are untouched."""
+    head_pages = HEAD_BYTES // page
+    out: list[Run] = []
+    for off, length in runs:
+        end = off + length
+        p = off // page
+        start = None
+        while p * page < end:
+            keep = p < head_pages or (p < len(touched) and touched[p])
+            if keep and start is None:
+                start = p
+            elif not keep and start is not None:
+                out.append((start * page, p * page - start * page))
+                start = None
+            p += 1
+        if start is not None:
+            out.append((start * page, end - start * page))
+    return out
+
+
+def order_by_chunk(ranges: Sequence[tuple[str, int, int]], times: ChunkTimes,
+                   file_rank: Mapping[str, int]) -> list[tuple[str, int, int]]:
+    """``ranges`` (path, offset, length) cut at chunk boundaries and sorted by when each
+    chunk became resident, then by ``file_rank`` of the path (0 when absent), offset;
+    pieces of one path that end where the next begins are merged again."""
+    pieces = []
+    for path, off, length in ranges:
+        end = off + length
+        while off < end:
+            c = off // times.chunk
+            stop = min(end, (c + 1) * times.chunk)
+            when = times.first.get((path, c), times.samples)
+            pieces.append((when, file_rank.get(path, 0), off, path, stop - off))
+            off = stop
+    pieces.sort()
+    out: list[list] = []
+    for _when, _rank, off, path, length in pieces:
+        if out and out[-1][0] == path and out[-1][1] + out[-1][2] == off:
+            out[-1][2] += length
+        else:
+            out.append([path, off, length])
+    return [(p, o, n) for p, o, n in out]
+
+
+def startup_ranges(files: Sequence[FileEntry], runs: Sequence[Sequence[Run]],
+                   times: ChunkTimes) -> list[tuple[int, int, int]]:
+    """Profile ranges ``(file index, offset, length)`` of ``files`` (in first-open order;
+    ``runs[i]`` are the runs of ``files[i]``): library runs in file order, then the runs of
+    files with role ``"weights"`` in loader order (:func:`order_by_chunk`). A path listed
+    twice is ranked, and its weight ranges indexed, by its last entry."""
+    ranges: list[tuple[int, int, int]] = []
+    weight_ranges: list[tuple[str, int, int]] = []
+    for idx, (entry, file_runs) in enumerate(zip(files, runs, strict=True)):
+        if entry.role == "weights":
+            weight_ranges += [(entry.path, off, n) for off, n in file_runs]
+        else:
+            ranges += [(idx, off, n) for off, n in file_runs]
+    index = {f.path: i for i, f in enumerate(files)}
+    ranges += [(index[p], off, n) for p, off, n in order_by_chunk(weight_ranges, times, index)]
+    return ranges
+
+
+def merge_duplicates(files: Sequence[FileEntry], ranges: Sequence[tuple[int, int, int]]
+                     ) -> tuple[list[FileEntry], list[tuple[int, int, int]]]:
+    """One entry per path (the first one kept, in place), ranges re-indexed to it; a range
+    that is then an exact repeat of an earlier one is dropped. Overlapping or adjacent
+    ranges are kept as they are, in order."""
+    merged: list[FileEntry] = []
+    index_of: dict[str, int] = {}
+    remap: dict[int, int] = {}
+    for i, f in enumerate(files):
+        if f.path in index_of:
+            remap[i] = index_of[f.path]
+        else:
+            index_of[f.path] = remap[i] = len(merged)
+            merged.append(f)
+    seen: set[tuple[int, int, int]] = set()
+    final: list[tuple[int, int, int]] = []
+    for i, off, n in ranges:
+        r = (remap[i], off, n)
+        if r not in seen:
+            seen.add(r)
+            final.append(r)
+    return merged, final
