@@ -7,7 +7,7 @@ rooted at ``root_pid``, by default this process). It sees every process of the
 tree, ``open``, ``execve``, ``dlopen`` and files opened only to be ``mmap``-ed (safetensors).
 
 What it misses: *which bytes* were read (fanotify has no offsets for notification events;
-the residency diff in :mod:`headstart.profiles.record` supplies them); files opened by a
+the residency diff in :mod:`headstart.profiles.capture` supplies them); files opened by a
 process that exited before its event was handled, or that left the tree (double fork, the
 intermediate already gone); files whose fd was opened before recording started.
 

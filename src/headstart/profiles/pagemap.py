@@ -12,7 +12,7 @@ resident anyway).
 What it misses: pages of processes that exited before readiness, pages unmapped again
 (``munmap``, a loader that closes a mapped shard), and pages the kernel reclaimed from the
 page tables; pages read with ``read()`` from a file that is also mapped (ELF headers).
-:func:`headstart.profiles.record.record_startup` therefore uses it only to *trim* the
+:func:`headstart.profiles.capture.capture` therefore uses it only to *trim* the
 residency of files that are still mapped at readiness, and always keeps each file's first
 64 KiB.
 """
