@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "demo": "benchmark `transformers serve` on a generated model, with and without headstart",
     "demo-model": "generate a synthetic model (safetensors, tokenizer, config)",
     "record": "record what a cold start reads, for replay by `headstart run`",
+    "explain": "show where a start's time goes: per process, per phase, cold and warm",
     "profiles": "list, show or remove recorded startup I/O profiles",
 }
 

@@ -3,6 +3,14 @@
 Recording is always on and cheap (a lock and a list append per event): the CLI writes the
 file only when ``--trace FILE`` asks. Open the file in https://ui.perfetto.dev or
 chrome://tracing.
+
+One file for the whole start: several processes (``headstart run`` and its replay helper)
+may write the same trace. :meth:`Tracer.write` takes an ``flock`` on the file's folder, keeps
+the other processes' events already in the file (when the file was written after this
+process started: older ones are a previous run's), folds in a ``FILE.helper.json`` written
+by a helper, and puts every event on the writer's clock: each file carries ``mono_t0``, its
+writer's ``CLOCK_MONOTONIC`` origin (``time.perf_counter`` on Linux), which every process
+on the host shares.
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ TYPE_CHECKING = False  # `typing` costs milliseconds on the hot path
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["Tracer", "tracer"]
+__all__ = ["Tracer", "load_events", "tracer"]
 
 
 class Tracer:
@@ -62,25 +70,79 @@ class Tracer:
         meta = [{"name": "process_name", "ph": "M", "pid": os.getpid(), "tid": 0,
                  "args": {"name": "headstart"}}]
         return {"traceEvents": meta + self.events(), "displayTimeUnit": "ms",
-                "otherData": {"wall_t0": self.wall_t0}}
+                "otherData": {"wall_t0": self.wall_t0, "mono_t0": self._t0}}
 
     def write(self, path: str) -> None:
-        """Write Chrome trace JSON atomically (temp file + rename)."""
+        """Write Chrome trace JSON atomically (temp file + rename), merged with what other
+        processes of this start wrote to ``path`` (and ``path.helper.json``)."""
+        import fcntl
         import json
 
+        doc = self.to_chrome()
+        mine = os.getpid()
         # One temp name per thread: `headstart run` writes from a background thread when the
         # work ends and from atexit, possibly at once; a shared name would interleave them.
-        tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+        tmp = f"{path}.{mine}.{threading.get_ident()}.tmp"
+        # the folder, not a FILE.lock that would stay behind
+        lock_fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
         try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            since = _process_start_wall() - 0.05
+            sidecar = path + ".helper.json"
+            for other in (path, sidecar):
+                doc["traceEvents"] += [e for e in load_events(other, self._t0, since)
+                                       if e.get("pid") != mine]
             with open(tmp, "w", encoding="utf-8") as fh:
-                json.dump(self.to_chrome(), fh)
+                json.dump(doc, fh)
             os.replace(tmp, path)
+            if os.path.exists(sidecar):
+                os.unlink(sidecar)  # its events are in `path` now
         except BaseException:
             import contextlib
 
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+        finally:
+            os.close(lock_fd)  # releases the flock
+
+
+def _process_start_wall() -> float:
+    """When this process started (wall clock), from /proc/self/stat; 0 when unknown."""
+    try:
+        with open("/proc/self/stat", "rb") as fh:
+            raw = fh.read()
+        start_ticks = int(raw[raw.rfind(b")") + 2:].split()[19])
+        since_boot = time.clock_gettime(time.CLOCK_BOOTTIME)
+        return time.time() - (since_boot - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def load_events(path: str, mono_t0: float, written_after: float = 0.0) -> list[dict[str, Any]]:
+    """The events of a trace file, their ``ts`` moved to a clock whose origin is the
+    monotonic time ``mono_t0``; [] when the file is missing, unreadable or older than
+    ``written_after`` (wall clock)."""
+    import json
+
+    try:
+        if os.stat(path).st_mtime < written_after:
+            return []
+        with open(path, encoding="utf-8") as fh:
+            doc = json.load(fh)
+        events = list(doc.get("traceEvents", []))
+        other = doc.get("otherData") or {}
+    except (OSError, ValueError, AttributeError):
+        return []
+    if "mono_t0" in other:
+        shift = (float(other["mono_t0"]) - mono_t0) * 1e6
+    else:  # an older file: wall clocks only
+        wall_of_origin = time.time() - time.monotonic() + mono_t0
+        shift = (float(other.get("wall_t0", 0.0)) - wall_of_origin) * 1e6
+    for e in events:
+        if "ts" in e:
+            e["ts"] = e["ts"] + shift
+    return events
 
 
 class _Span:

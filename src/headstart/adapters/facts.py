@@ -24,7 +24,9 @@ class TargetFacts(Record):
     importing in the background; none of them initialises CUDA at import. ``workers`` is how
     the target starts worker processes, and ``forkserver_env`` the variable that selects it.
     ``python_entry`` is ``True`` when the target is Python code (console script, ``-m``,
-    script) that ``headstart run`` can start in-process. ``notes`` explain the decisions.
+    script) that ``headstart run`` can start in-process. ``log_phases`` names the server's
+    startup milestones in its own log lines (``(name, regex)``, see ``watch.phases``), for
+    ``headstart explain`` and ``bench``. ``notes`` explain the decisions.
     """
 
     adapter: str
@@ -40,6 +42,7 @@ class TargetFacts(Record):
     workers: Workers
     forkserver_env: str | None
     python_entry: bool
+    log_phases: tuple[tuple[str, str], ...]
     notes: tuple[str, ...]
 
     FROZEN = True
@@ -57,5 +60,6 @@ class TargetFacts(Record):
         ("workers", "none"),
         ("forkserver_env", None),
         ("python_entry", False),
+        ("log_phases", ()),
         ("notes", ()),
     )

@@ -23,6 +23,18 @@ _VALUE_FLAGS = frozenset({
 })
 
 
+# Startup milestones in SGLang's log lines (srt/model_executor/model_runner.py, http_server.py;
+# from its source, not yet run here), see watch.phases.
+_LOG_PHASES = (
+    ("load weights", r"Load weight begin"),
+    ("load weights (reported)", r"Load weight end\..*?elapsed=(?P<s>[0-9.]+) s"),
+    ("KV cache", r"KV Cache is allocated|Memory pool end"),
+    ("CUDA graphs", r"Capture cuda graph begin"),
+    ("CUDA graphs (reported)", r"Capture cuda graph end\. Time elapsed: (?P<s>[0-9.]+) s"),
+    ("HTTP server", r"Uvicorn running on|Application startup complete"),
+)
+
+
 def _facts(env: Mapping[str, str], notes: Sequence[str], **fields: object) -> TargetFacts:
     modelscope = env.get("SGLANG_USE_MODELSCOPE", "").strip().lower() in ("1", "true")
     return TargetFacts(
@@ -30,6 +42,7 @@ def _facts(env: Mapping[str, str], notes: Sequence[str], **fields: object) -> Ta
         hub="modelscope" if modelscope else "hf",
         workers="spawn",
         python_entry=True,
+        log_phases=_LOG_PHASES,
         notes=tuple(notes),
         **fields,  # type: ignore[arg-type]
     )

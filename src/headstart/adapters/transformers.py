@@ -21,12 +21,21 @@ _BOOL_FLAGS = frozenset({
     "--continuous-batching", "--compile", "--trust-remote-code", "--cb-use-cuda-graph",
     "--enable-cors", "--non-blocking", "--trust_remote_code", "--enable_cors",
 })
+# Startup milestones of `transformers serve` (transformers 5.x cli/serving/model_manager.py
+# "Loading <model>@<revision>", then uvicorn's own lines), see watch.phases.
+_LOG_PHASES = (
+    ("uvicorn: server process", r"Started server process"),
+    ("load model", r"Loading \S+@\S+"),
+    ("app startup", r"Waiting for application startup"),
+    ("listening", r"Uvicorn running on"),
+)
 _LEGACY_MODEL_FLAGS = ("--model-name-or-path", "--model_name_or_path")
 
 
 def _facts(notes: Sequence[str], **fields: object) -> TargetFacts:
     return TargetFacts(
         adapter="transformers", hub="hf", workers="none", python_entry=True,
+        log_phases=_LOG_PHASES,
         notes=tuple(notes), **fields,  # type: ignore[arg-type]
     )
 

@@ -46,6 +46,21 @@ _API_SERVER_MODULES = frozenset({
     "vllm.entrypoints.api_server",
 })
 
+# Startup milestones in vLLM's own log lines (vLLM 0.32: entrypoints/serve/utils/api_utils.py,
+# v1/engine/core.py, v1/worker/*model_runner.py, model_executor/model_loader/default_loader.py,
+# entrypoints/launchers/api_server/entry.py). Marks: a phase starts at the line; a group `s`:
+# the line reports its own duration. Lines of spawned processes say `pid=N`.
+_LOG_PHASES = (
+    ("API server up (args parsed)", r"non-default args:"),
+    ("EngineCore initialising", r"Initializing a V1 LLM engine"),
+    ("worker: load model", r"Starting to load model"),
+    ("Loading weights", r"Loading weights took (?P<s>[0-9.]+) seconds"),
+    ("Model loading", r"Model loading took .* and (?P<s>[0-9.]+) seconds"),
+    ("init engine (profile, KV cache, warmup)",
+     r"init engine \(profile, create kv cache, warmup model\) took (?P<s>[0-9.]+) s"),
+    ("API server starting", r"Starting vLLM server on"),
+)
+
 _REMOTE_PREFIXES = ("s3://", "gs://", "az://", "http://", "https://")
 
 _MAX_ENVS_BYTES = 16 << 20  # vllm/envs.py is ~100 KB; refuse anything that is not it
@@ -63,6 +78,7 @@ def _facts(env: Mapping[str, str], notes: Sequence[str], **fields: object) -> Ta
         workers=_workers(env),  # type: ignore[arg-type]
         forkserver_env=_MP_ENV,
         python_entry=True,
+        log_phases=_LOG_PHASES,
         notes=tuple(notes),
         **fields,  # type: ignore[arg-type]
     )

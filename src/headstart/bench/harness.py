@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from headstart.bench.probes import Probe
 from headstart.bench.runner import INTERRUPTED, RunResult, run_once
 
-__all__ = ["MODES", "BenchConfig", "BenchResult", "Variant", "run_bench", "schedule"]
+__all__ = ["MODES", "BenchConfig", "BenchResult", "Variant", "evict_checked", "run_bench",
+           "schedule"]
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ def schedule(
     return order
 
 
-def _evict(paths: Sequence[str]) -> dict:
+def evict_checked(paths: Sequence[str]) -> dict:
     """Drop ``paths`` from the page cache; say how much stayed resident, and why.
 
     ``headstart.pagecache.evict`` measures each file before and after DONTNEED (cachestat,
@@ -162,7 +163,7 @@ def run_bench(config: BenchConfig, say: Callable[[str], None] = lambda _m: None)
         eviction = None
         if mode == "cold" and config.evict_paths:
             try:
-                eviction = _evict(config.evict_paths)
+                eviction = evict_checked(config.evict_paths)
             except (ImportError, OSError, ValueError) as exc:
                 # the run still happens; the report says its cold start was not checked
                 eviction = {"error": f"{type(exc).__name__}: {exc}", "residual_percent": 100.0}

@@ -14,12 +14,12 @@ from collections.abc import Sequence
 from headstart.bench.harness import BenchResult
 from headstart.bench.runner import RunResult
 
-__all__ = ["load_trace_spans", "plot_runs", "plot_timeline"]
+__all__ = ["load_trace_spans", "plot_runs", "plot_timeline", "pyplot_or_none"]
 
 log = logging.getLogger(__name__)
 
 
-def _pyplot():
+def pyplot_or_none():
     try:
         import matplotlib
 
@@ -34,7 +34,7 @@ def _pyplot():
 def plot_runs(result: BenchResult, path: str) -> bool:
     """A dot per run (seconds to ready) for each (mode, variant), a bar at the median,
     and a red cross at the bottom for each failed run. False when matplotlib is missing."""
-    plt = _pyplot()
+    plt = pyplot_or_none()
     if plt is None:
         return False
     cfg = result.config
@@ -112,7 +112,7 @@ def load_trace_spans(path: str, launch_wall: float | None = None) -> list[tuple[
 
 def plot_timeline(runs: Sequence[RunResult], path: str, max_names: int = 14) -> bool:
     """One panel per traced run: a bar per phase, and the run's time to ready as a line."""
-    plt = _pyplot()
+    plt = pyplot_or_none()
     if plt is None:
         return False
     loaded = [(r, load_trace_spans(r.trace, r.started_at)) for r in runs if r.trace]

@@ -190,11 +190,14 @@ def run_once(
     port_wait: float = 30.0,
     preexec_fn: Callable[[], None] | None = None,
     stop_signal: int = signal.SIGTERM,
+    on_start: Callable[[subprocess.Popen, float], None] | None = None,
 ) -> RunResult:
     """Launch ``argv``, time it until ``probe`` says ready, then tear the whole tree down.
 
     A run that crashes, times out or cannot start is returned with ``ok=False`` and a
-    ``reason``; only KeyboardInterrupt propagates, after the teardown.
+    ``reason``; only KeyboardInterrupt propagates, after the teardown. ``on_start(proc,
+    t0)`` runs right after the launch (``t0``: the monotonic launch time), before any
+    readiness check: watchers attach there.
     """
     os.makedirs(run_dir, exist_ok=True)
     result = RunResult(argv=list(argv), run_dir=run_dir)
@@ -225,6 +228,8 @@ def run_once(
             result.outcome = LAUNCH_FAILED
             result.reason = f"could not start {argv[0]!r}: {exc}"
             return result
+        if on_start is not None:
+            on_start(proc, t0)
         probe.start(result.stdout, result.stderr)
         if probe.waits_for_exit:
             try:

@@ -1,0 +1,1 @@
+"""``headstart explain``: where a start's time went, per process and phase."""

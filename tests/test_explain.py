@@ -1,0 +1,173 @@
+"""``headstart explain`` on real process trees: real files read cold (evicted with
+posix_fadvise DONTNEED), real CPU spinning and sleeping, real orphans.
+
+Tolerances (stated, the only timed assertions): a process that spins SPIN_S seconds shows
+at least 70 % of it as CPU and at most 0.05 s of disk wait; the process that does only
+uncached 4 KiB random reads waits for the disk more than it runs (delay accounting, or the
+sampled D state), and the process that sleeps SLEEP_S shows at least 70 % of it as sleep.
+Bytes are exact: what the kernel says was fetched for each file, in whole pages.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from headstart.pagecache.evict import evict
+
+TREE = Path(__file__).parent / "explain_targets" / "tree.py"
+SPIN_S, SLEEP_S, PAGES = 0.6, 0.8, 6000
+PAGE = 4096
+
+
+def _explain(tmp_path: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "headstart", "explain", "--out", str(out), "--no-plot",
+           "--no-evict-env", "--no-classes", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+    except OSError:
+        return False
+
+
+def _files(tmp_path: Path) -> tuple[Path, Path]:
+    seq, rnd = tmp_path / "seq.bin", tmp_path / "rnd.bin"
+    seq.write_bytes(os.urandom(9_000_001))  # not a whole number of pages
+    with open(rnd, "wb") as fh:
+        for _ in range(48):
+            fh.write(os.urandom(1 << 20))
+        os.fsync(fh.fileno())
+    os.sync()
+    evict([str(seq), str(rnd)])
+    return seq, rnd
+
+
+def _check_nesting(events: list[dict]) -> None:
+    """Spans on one (pid, tid) either nest or follow each other, never overlap partly."""
+    lanes: dict[tuple, list[tuple[float, float]]] = {}
+    for e in events:
+        if e["ph"] == "X":
+            lanes.setdefault((e["pid"], e["tid"]), []).append((e["ts"], e["ts"] + e["dur"]))
+    for spans in lanes.values():
+        stack: list[float] = []
+        for start, end in sorted(spans, key=lambda s: (s[0], -s[1])):
+            while stack and stack[-1] <= start:
+                stack.pop()
+            assert not stack or end <= stack[-1] + 1e-3, f"partial overlap in {spans}"
+            stack.append(end)
+
+
+def test_synthetic_tree_split_bytes_and_orphan(tmp_path: Path) -> None:
+    seq, rnd = _files(tmp_path)
+    delayacct = ["--delayacct"] if os.geteuid() == 0 else []
+    proc = _explain(tmp_path, "--cold-only", "--ready-log", "^ready$", "--evict", str(seq),
+                    "--evict", str(rnd), *delayacct, "--", sys.executable, str(TREE),
+                    str(seq), str(rnd), str(PAGES), str(SPIN_S), str(SLEEP_S))
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "out"
+    pids = json.loads((out / "cold" / "stdout.log").read_text().splitlines()[0])
+    start = json.loads((out / "explain.json").read_text())["starts"][0]
+    rows = {p["pid"]: p for p in start["processes"]}
+    # the tree: root, its two workers, the daemon re-parented to explain (the subreaper)
+    assert rows[pids["reader"]]["ppid"] == pids["root"]
+    assert rows[pids["random"]]["ppid"] == pids["root"]
+    assert pids["daemon"] in rows
+    assert start["left_behind"] == [pids["daemon"]]
+    assert not _alive(pids["daemon"])
+    # bytes, exact
+    assert rows[pids["reader"]]["read_bytes"] == -(-seq.stat().st_size // PAGE) * PAGE
+    assert rows[pids["random"]]["read_bytes"] == PAGES * PAGE
+    # CPU versus disk wait versus sleep, within the tolerances of the module docstring
+    spinner, randomer, root = rows[pids["reader"]], rows[pids["random"]], rows[pids["root"]]
+    assert spinner["cpu_s"] >= 0.7 * SPIN_S
+    assert spinner["disk_wait_s"] <= 0.05
+    assert randomer["disk_wait_s"] > 0.0
+    assert randomer["disk_wait_s"] > randomer["cpu_s"] or start["disk_wait_source"] != \
+        "delayacct"
+    assert root["sleep_s"] >= 0.7 * SLEEP_S
+    assert root["cpu_s"] < 0.5
+    if delayacct:
+        assert start["disk_wait_source"] == "delayacct"
+        assert Path("/proc/sys/kernel/task_delayacct").read_text().strip() == "0" or \
+            os.environ.get("HEADSTART_TEST_DELAYACCT_ON")
+    _check_trace(out / "cold" / "trace.json", pids, start)
+
+
+def _check_trace(path: Path, pids: dict, start: dict) -> None:
+    doc = json.loads(path.read_text())
+    events = doc["traceEvents"]
+    assert all({"ph", "pid"} <= set(e) for e in events)
+    life = {e["pid"]: e for e in events if e["ph"] == "X" and e["name"] == "process"}
+    assert {pids["root"], pids["reader"], pids["random"], pids["daemon"]} <= set(life)
+    assert doc["otherData"]["root_pid"] == pids["root"]
+    assert life[pids["reader"]]["args"]["ppid"] == pids["root"]
+    names = {e["pid"] for e in events if e["ph"] == "M" and e["name"] == "process_name"}
+    assert set(life) <= names
+    # one clock: launch is 0, children start inside their parent's life, ready is the
+    # report's ready time
+    root = life[pids["root"]]
+    assert 0 <= root["ts"] < 50_000
+    for pid in (pids["reader"], pids["random"]):
+        assert root["ts"] <= life[pid]["ts"]
+        assert life[pid]["ts"] + life[pid]["dur"] <= root["ts"] + root["dur"] + 1
+    assert abs(doc["otherData"]["ready_us"] - start["ready_s"] * 1e6) < 1_000
+    ready = doc["otherData"]["ready_us"]
+    assert life[pids["reader"]]["ts"] + life[pids["reader"]]["dur"] < ready
+    _check_nesting(events)
+
+
+def test_command_not_found(tmp_path: Path) -> None:
+    proc = _explain(tmp_path, "--until-exit", "--", "no-such-command-xyz")
+    assert proc.returncode == 2
+    assert "no-such-command-xyz: command not found" in proc.stderr
+
+
+def test_exits_at_once_reports_status_and_writes_trace(tmp_path: Path) -> None:
+    proc = _explain(tmp_path, "--cold-only", "--ready-log", "never", "--", sys.executable,
+                    "-c", "import sys; print('bye'); sys.exit(3)")
+    assert proc.returncode == 1
+    assert "exited with status 3" in proc.stdout + proc.stderr
+    start = json.loads((tmp_path / "out" / "explain.json").read_text())["starts"][0]
+    assert start["result"]["exit_code"] == 3
+    trace = json.loads((tmp_path / "out" / "cold" / "trace.json").read_text())
+    assert any(e["name"] == "process" for e in trace["traceEvents"])
+
+
+def test_never_ready_and_a_tree_that_outlives_its_root(tmp_path: Path) -> None:
+    # the root starts a child in a new session and exits: --until-exit is "ready" at once,
+    # the child is still killed and reported
+    script = ("import os, subprocess, sys; p = subprocess.Popen([sys.executable, '-c', "
+              "'import time; time.sleep(60)'], start_new_session=True); print(p.pid)")
+    proc = _explain(tmp_path, "--cold-only", "--until-exit", "--", sys.executable, "-c", script)
+    assert proc.returncode == 0, proc.stderr
+    child = int((tmp_path / "out" / "cold" / "stdout.log").read_text())
+    assert not _alive(child)
+    start = json.loads((tmp_path / "out" / "explain.json").read_text())["starts"][0]
+    assert child in start["left_behind"]
+    assert "left behind" in proc.stdout
+    # never ready: a clear message, the measured part written, nothing left running
+    proc = _explain(tmp_path, "--cold-only", "--timeout", "1", "--grace", "1", "--ready-log",
+                    "never", "--", sys.executable, "-c", "import time; time.sleep(60)")
+    assert proc.returncode == 1
+    assert "not ready within 1 s" in proc.stderr
+    start = json.loads((tmp_path / "out" / "explain.json").read_text())["starts"][0]
+    assert start["result"]["outcome"] == "timeout"
+    assert not any(_alive(p["pid"]) for p in start["processes"])
+
+
+@pytest.mark.parametrize("bad", [["--interval", "0"], []])
+def test_bad_options(tmp_path: Path, bad: list[str]) -> None:
+    args = [*bad, "--until-exit", "--", "true"] if bad else ["--until-exit"]
+    proc = _explain(tmp_path, *args)
+    assert proc.returncode == 2
+    assert "headstart explain: error:" in proc.stderr
