@@ -27,8 +27,8 @@ CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 class ProcStat:
     """The fields of ``/proc/PID/stat`` that startup accounting needs (times in seconds)."""
 
-    __slots__ = ("blkio_delay_s", "comm", "majflt", "minflt", "num_threads", "pid", "ppid",
-                 "start_s", "state", "stime_s", "utime_s")
+    __slots__ = ("blkio_delay_s", "comm", "majflt", "minflt", "num_threads", "pgrp", "pid",
+                 "ppid", "session", "start_s", "state", "stime_s", "utime_s")
 
     def __init__(self, pid: int, comm: str, fields: list[bytes]) -> None:
         # fields[0] is field 3 (state): after the parenthesised comm, which may hold spaces
@@ -36,6 +36,8 @@ class ProcStat:
         self.comm = comm
         self.state = fields[0].decode()
         self.ppid = int(fields[1])
+        self.pgrp = int(fields[2])
+        self.session = int(fields[3])
         self.minflt = int(fields[7])
         self.majflt = int(fields[9])
         self.utime_s = int(fields[11]) / CLK_TCK
