@@ -89,9 +89,8 @@ class Tracer:
             fcntl.flock(lock_fd, fcntl.LOCK_EX)
             since = _process_start_wall() - 0.05
             sidecar = path + ".helper.json"
-            for other in (path, sidecar):
-                doc["traceEvents"] += [e for e in load_events(other, self._t0, since)
-                                       if e.get("pid") != mine]
+            found = load_events(path, self._t0, since) + load_events(sidecar, self._t0, since)
+            doc["traceEvents"] = _merge(doc["traceEvents"], found, mine)
             with open(tmp, "w", encoding="utf-8") as fh:
                 json.dump(doc, fh)
             os.replace(tmp, path)
@@ -105,6 +104,25 @@ class Tracer:
             raise
         finally:
             os.close(lock_fd)  # releases the flock
+
+
+def _merge(own: list[dict[str, Any]], found: list[dict[str, Any]], mine: int
+           ) -> list[dict[str, Any]]:
+    """Ours, plus the other processes' events from the files. A forked helper's tracer
+    holds a copy of its parent's events up to the fork: per pid, the longer list wins."""
+    by_pid: dict[Any, list[dict[str, Any]]] = {}
+    for e in found:
+        by_pid.setdefault(e.get("pid"), []).append(e)
+    ours: dict[Any, list[dict[str, Any]]] = {}
+    for e in own:
+        ours.setdefault(e.get("pid"), []).append(e)
+    out = list(ours.pop(mine, []))
+    for pid in set(by_pid) | set(ours):
+        if pid == mine:
+            continue
+        a, b = ours.get(pid, []), by_pid.get(pid, [])
+        out += a if len(a) >= len(b) else b
+    return out
 
 
 def _process_start_wall() -> float:

@@ -78,6 +78,7 @@ class BenchConfig:
     stop_signal: int = signal.SIGTERM
     env: dict[str, str] | None = None
     cwd: str | None = None
+    log_phases: tuple = ()  # the adapter's (name, regex) milestones: phases per run
 
 
 @dataclass
@@ -176,10 +177,16 @@ def run_bench(config: BenchConfig, say: Callable[[str], None] = lambda _m: None)
                        f"of the evicted bytes stayed resident{why}")
                 result.warnings.append(msg)
                 log.warning("%s", msg)
+        watch: dict = {}
         r = run_once(argv, config.probe, run_dir, timeout=config.timeout, env=config.env,
                      cwd=config.cwd, poll_interval=config.poll_interval, grace=config.grace,
                      port_wait=config.port_wait, preexec_fn=preexec,
-                     stop_signal=config.stop_signal)
+                     stop_signal=config.stop_signal,
+                     on_start=_phase_watch(config, run_dir, watch) if config.log_phases else None)
+        if watch:
+            ready = watch["t0"] + r.seconds if r.ok and r.seconds is not None else None
+            r.phases = [p.to_dict(watch["t0"])
+                        for p in watch["watcher"].phases(watch["t0"], ready)]
         r.variant, r.mode, r.index, r.warmup = variant.name, mode, index, warmup
         r.eviction = eviction
         if throttles:
@@ -246,6 +253,18 @@ def run_bench(config: BenchConfig, say: Callable[[str], None] = lambda _m: None)
             say("interrupted: the current run was torn down; writing a partial report")
     result.finished = time.time()
     return result
+
+
+def _phase_watch(config: BenchConfig, run_dir: str, into: dict) -> Callable:
+    """An ``on_start`` hook that follows the run's logs for the adapter's phases."""
+    from headstart.watch.phases import PhaseWatcher
+
+    def start(_proc, t0: float) -> None:
+        into["t0"] = t0
+        into["watcher"] = PhaseWatcher(os.path.join(run_dir, "stdout.log"),
+                                       os.path.join(run_dir, "stderr.log"),
+                                       config.log_phases).start()
+    return start
 
 
 def _line(r: RunResult) -> str:

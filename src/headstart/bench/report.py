@@ -16,7 +16,8 @@ import time
 from headstart.bench.harness import BenchResult
 from headstart.bench.runner import RunResult
 
-__all__ = ["compare_answers", "markdown", "summarize", "to_json", "write_reports"]
+__all__ = ["compare_answers", "markdown", "phase_medians", "summarize", "to_json",
+           "write_reports"]
 
 
 def summarize(result: BenchResult, baseline: str = "baseline") -> list[dict]:
@@ -45,6 +46,44 @@ def summarize(result: BenchResult, baseline: str = "baseline") -> list[dict]:
 
 def _s(x: float | None) -> str:
     return "—" if x is None else f"{x:.2f} s"
+
+
+def phase_medians(result: BenchResult) -> tuple[list[str], dict[tuple[str, str], dict]]:
+    """(phase names in order of first appearance, {(mode, variant): {phase: median s}})
+    over the successful runs, from the server's own log lines."""
+    names: list[str] = []
+    cells: dict[tuple[str, str], dict[str, float]] = {}
+    samples: dict[tuple[str, str, str], list[float]] = {}
+    for r in result.runs:
+        if not r.ok:
+            continue
+        for p in r.phases:
+            if p["name"] not in names:
+                names.append(p["name"])
+            samples.setdefault((r.mode, r.variant, p["name"]), []).append(p["seconds"])
+    for (mode, variant, name), xs in samples.items():
+        cells.setdefault((mode, variant), {})[name] = statistics.median(xs)
+    return names, cells
+
+
+def _phase_table(result: BenchResult) -> list[str]:
+    names, cells = phase_medians(result)
+    if not names:
+        return []
+    cfg = result.config
+    keys = [(m, v.name) for m in cfg.modes for v in cfg.variants if (m, v.name) in cells]
+    medians = {(row["mode"], row["variant"]): row.get("median") for row in summarize(result)}
+    lines = ["", "Phases (median seconds over the successful runs; from the server's own log "
+             "lines: a phase runs from its line to the next one, a reported one is the "
+             "duration the line states):", "",
+             "| phase | " + " | ".join(f"{m} {v}" for m, v in keys) + " |",
+             "|---|" + "---|" * len(keys)]
+    for name in names:
+        lines.append(f"| {name} | " + " | ".join(
+            _s(cells[k].get(name)) for k in keys) + " |")
+    lines.append("| **launch -> ready** | " + " | ".join(_s(medians.get(k)) for k in keys)
+                 + " |")
+    return lines
 
 
 def _signed(x: float, unit: str) -> str:
@@ -97,6 +136,7 @@ def markdown(result: BenchResult, baseline: str = "baseline") -> str:
             delta = pct = "—"
         lines.append(f"| {row['mode']} | {row['variant']} | {ok} | {med} | {spread} | {mmm} "
                      f"| {delta} | {pct} |")
+    lines += _phase_table(result)
     failed = [r for r in [*result.warmups, *result.runs] if not r.ok]
     if failed:
         lines.append("")

@@ -65,6 +65,7 @@ class RunResult:
     warmup: bool = False
     eviction: dict | None = None
     trace: str | None = None
+    phases: list[dict] = field(default_factory=list)  # from the server's log lines
 
     def to_dict(self) -> dict:
         return asdict(self)

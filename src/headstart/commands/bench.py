@@ -190,11 +190,14 @@ def run(args: argparse.Namespace) -> int:
         # a buffer. Same setting for every variant, so the comparison stays fair.
         env = dict(os.environ, PYTHONUNBUFFERED="1")
 
+    from headstart.adapters.registry import detect
+
     config = BenchConfig(
         variants=variants, probe=probe, out_dir=out, modes=modes, runs=args.runs,
         timeout=args.timeout, evict_paths=evict_paths, disk_bps=disk_bps,
         throttle_paths=evict_paths, trace=args.trace, warmup=not args.no_warmup,
         grace=args.grace, port_wait=args.port_wait, env=env, stop_signal=stop_signal,
+        log_phases=detect(cmd, os.environ).log_phases,
     )
     _say(f"{len(variants)} variant(s) x {len(modes)} mode(s) x {args.runs} run(s); "
          f"output in {out}")

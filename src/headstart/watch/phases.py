@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import os
 import re
+import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["HEAVY_PACKAGES", "LogLine", "LogTail", "Phase", "PhaseMatcher", "import_spans",
-           "phases_from_lines"]
+__all__ = ["HEAVY_PACKAGES", "LogLine", "LogTail", "Phase", "PhaseMatcher", "PhaseWatcher",
+           "import_spans", "phases_from_lines", "strip_importtime"]
 
 # top-level packages whose import is worth a row of its own
 HEAVY_PACKAGES = ("torch", "transformers", "vllm", "sglang", "safetensors", "numpy",
@@ -126,6 +128,34 @@ class PhaseMatcher:
             else:
                 out.append(Phase(name, line.t, line.t, "mark", pid, line.text))
         return out
+
+
+class PhaseWatcher:
+    """A :class:`LogTail` polled by a daemon thread, for runs without a process sampler
+    (``headstart bench``): :meth:`phases` once the run is over."""
+
+    def __init__(self, stdout: str, stderr: str, patterns: Sequence[tuple[str, str]],
+                 interval: float = 0.02) -> None:
+        self.tail = LogTail({"stdout": stdout, "stderr": stderr})
+        self.patterns = patterns
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, args=(interval,), daemon=True,
+                                        name="headstart-phases")
+
+    def start(self) -> PhaseWatcher:
+        self._thread.start()
+        return self
+
+    def _loop(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            self.tail.poll(time.monotonic())
+
+    def phases(self, launch: float, ready: float | None) -> list[Phase]:
+        self._stop.set()
+        self._thread.join()
+        end = time.monotonic()
+        self.tail.flush(end)
+        return phases_from_lines(self.tail.lines, self.patterns, launch, ready, end)
 
 
 def phases_from_lines(lines: Iterable[LogLine], patterns: Sequence[tuple[str, str]],
