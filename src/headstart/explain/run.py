@@ -37,8 +37,8 @@ class ExplainPlan:
 
 def _one(plan: ExplainPlan, mode: str, suffix: str, argv: list[str], headstart: bool,
          preexec, warmup: bool = False) -> Timeline:
-    label = f"{mode}{suffix}" + (" (warm-up)" if warmup else "")
-    run_dir = os.path.join(plan.out, label.replace(" ", "_").replace("(", "").replace(")", ""))
+    label = f"warm-up{suffix}" if warmup else f"{mode}{suffix}"
+    run_dir = os.path.join(plan.out, label)
     os.makedirs(run_dir, exist_ok=True)
     trace = os.path.join(run_dir, "headstart-trace.json") if headstart else None
     argv = [trace if a == "@TRACE" else a for a in argv]

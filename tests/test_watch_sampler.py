@@ -1,0 +1,55 @@
+"""The process-tree sampler on real processes: exec, exit, parents, orphans it inherits as a
+child subreaper (sampled to the end and reaped, with their exit status)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from headstart.watch.sampler import TreeSampler
+
+
+def test_exec_exit_and_parent() -> None:
+    # sh forks a sleep, then exec's into another program
+    proc = subprocess.Popen(["sh", "-c", "sleep 0.3; exec sleep 0.3"])
+    sampler = TreeSampler(proc.pid, 0.01).start()
+    proc.wait(10)
+    sampler.stop()
+    root = sampler.procs[proc.pid]
+    assert root.comms == ["sh", "sleep"]
+    assert root.exec_at is not None and root.exit_at is not None
+    assert root.start <= root.exec_at < root.exit_at
+    assert root.exec_at - root.start >= 0.25
+    kids = [r for r in sampler.procs.values() if r.ppid == proc.pid]
+    assert [k.comm for k in kids] == ["sleep"]
+    assert kids[0].exit_at is not None and kids[0].exit_at <= root.exec_at + 0.05
+
+
+def test_orphans_are_adopted_sampled_and_reaped() -> None:
+    # run in a child: becoming a subreaper is for the life of the process
+    code = r"""
+import os, subprocess, sys, time
+from headstart.watch.sampler import TreeSampler, become_subreaper
+assert become_subreaper()
+proc = subprocess.Popen([sys.executable, "-c",
+    "import os, time\nif os.fork() == 0:\n    time.sleep(0.4)\n    os._exit(7)\n"])
+sampler = TreeSampler(proc.pid, 0.01, adopt=True).start()
+proc.wait(10)
+end = time.monotonic() + 10
+while time.monotonic() < end:
+    orphans = [r for r in sampler.procs.values() if r.pid != proc.pid]
+    if orphans and not orphans[0].alive:
+        break
+    time.sleep(0.02)
+sampler.stop()
+(orphan,) = [r for r in sampler.procs.values() if r.pid != proc.pid]
+assert orphan.ppid == os.getpid(), orphan.ppid
+assert orphan.exit_status == 7, orphan.exit_status
+assert orphan.exit_at - orphan.start >= 0.35
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
