@@ -177,16 +177,7 @@ def run_bench(config: BenchConfig, say: Callable[[str], None] = lambda _m: None)
                        f"of the evicted bytes stayed resident{why}")
                 result.warnings.append(msg)
                 log.warning("%s", msg)
-        watch: dict = {}
-        r = run_once(argv, config.probe, run_dir, timeout=config.timeout, env=config.env,
-                     cwd=config.cwd, poll_interval=config.poll_interval, grace=config.grace,
-                     port_wait=config.port_wait, preexec_fn=preexec,
-                     stop_signal=config.stop_signal,
-                     on_start=_phase_watch(config, run_dir, watch) if config.log_phases else None)
-        if watch:
-            ready = watch["t0"] + r.seconds if r.ok and r.seconds is not None else None
-            r.phases = [p.to_dict(watch["t0"])
-                        for p in watch["watcher"].phases(watch["t0"], ready)]
+        r = _run(config, argv, run_dir, preexec)
         r.variant, r.mode, r.index, r.warmup = variant.name, mode, index, warmup
         r.eviction = eviction
         if throttles:
@@ -253,6 +244,19 @@ def run_bench(config: BenchConfig, say: Callable[[str], None] = lambda _m: None)
             say("interrupted: the current run was torn down; writing a partial report")
     result.finished = time.time()
     return result
+
+
+def _run(config: BenchConfig, argv: list[str], run_dir: str, preexec) -> RunResult:
+    """run_once, and the run's phases when the adapter names milestones in its logs."""
+    watch: dict = {}
+    r = run_once(argv, config.probe, run_dir, timeout=config.timeout, env=config.env,
+                 cwd=config.cwd, poll_interval=config.poll_interval, grace=config.grace,
+                 port_wait=config.port_wait, preexec_fn=preexec, stop_signal=config.stop_signal,
+                 on_start=_phase_watch(config, run_dir, watch) if config.log_phases else None)
+    if watch:
+        ready = watch["t0"] + r.seconds if r.ok and r.seconds is not None else None
+        r.phases = [p.to_dict(watch["t0"]) for p in watch["watcher"].phases(watch["t0"], ready)]
+    return r
 
 
 def _phase_watch(config: BenchConfig, run_dir: str, into: dict) -> Callable:
