@@ -23,6 +23,10 @@ processes see changes.
 ``HEADSTART_REPLAY_METHOD``  profile replay: ``readahead`` (default) | ``engine``
 ``HEADSTART_REPLAY_WINDOW``  bytes a ``readahead`` replay keeps asked for (``16MiB``)
 ``HEADSTART_REPLAY_EARLY_RATE``  bytes/s of weights while the target imports (``384MB``)
+``HEADSTART_REPLAY_EARLY_WINDOW``  bytes a replay keeps asked for while the target imports
+``HEADSTART_REPLAY_YIELD``  false: the replay does not stand back while the target reads
+``HEADSTART_REPLAY_IOPRIO``  I/O class of the replay helper: ``idle`` | ``low`` | ``none``
+``HEADSTART_COVERAGE_FILE``  where a replayed start writes its coverage (JSON), e.g. for bench
 ``HEADSTART_PROFILE_WORKERS`` ``LIB,WEIGHTS`` reader threads of an ``engine`` replay
 =========================  ==========================================================
 
@@ -37,6 +41,7 @@ import os
 __all__ = [
     "REPLAY_DEFAULTS",
     "RUN_PREFETCH_DEFAULTS",
+    "coverage_file",
     "env_bool",
     "env_str",
     "headstart_cache",
@@ -91,21 +96,37 @@ def run_prefetch_options() -> dict[str, object]:
 # disk was idle otherwise: filling the page cache at 2 GB/s takes CPU from the importer.
 # A cap that is no loss on a slow disk (the disk is the limit there) and a fraction of the
 # contention on a fast one, lifted when the target's preloads finish.
-REPLAY_DEFAULTS = {"window": 16 * 2**20, "early_rate": 384 * 10**6}
+# While the target imports, a read it needs that the profile lacks waits behind everything
+# the replay has asked for and the disk has not done yet: a small window then (see README's
+# design section for what was measured), the full one after.
+REPLAY_DEFAULTS = {"window": 16 * 2**20, "early_rate": 384 * 10**6,
+                   "early_window": 2 * 2**20, "yield": True, "ioprio": "low"}
+IOPRIO_CHOICES = ("idle", "low", "none")
 
 
 def replay_options() -> dict[str, object]:
     """How a startup profile is replayed: ``{"method": "readahead" | "engine", "window":
-    bytes, "early_rate": bytes/s}`` (see :mod:`headstart.pagecache.readahead`)."""
+    bytes, "early_rate": bytes/s, "early_window": bytes, "yield": bool, "ioprio": str}``
+    (see :mod:`headstart.pagecache.readahead`)."""
     method = env_str("HEADSTART_REPLAY_METHOD", "readahead")
     opts: dict[str, object] = {"method": method if method in ("readahead", "engine")
                                else "readahead", **REPLAY_DEFAULTS}
     for key, name, least in (("window", "HEADSTART_REPLAY_WINDOW", 4096),
-                             ("early_rate", "HEADSTART_REPLAY_EARLY_RATE", 0)):
+                             ("early_rate", "HEADSTART_REPLAY_EARLY_RATE", 0),
+                             ("early_window", "HEADSTART_REPLAY_EARLY_WINDOW", 4096)):
         size = _env_size(name, least=least)
         if size is not None:
             opts[key] = size
+    opts["yield"] = env_bool("HEADSTART_REPLAY_YIELD", True)
+    ioprio = env_str("HEADSTART_REPLAY_IOPRIO")
+    if ioprio in IOPRIO_CHOICES:
+        opts["ioprio"] = ioprio
     return opts
+
+
+def coverage_file() -> str | None:
+    """``HEADSTART_COVERAGE_FILE``: where a replayed start writes its coverage report."""
+    return env_str("HEADSTART_COVERAGE_FILE")
 
 
 def _env_size(name: str, *, least: int) -> int | None:

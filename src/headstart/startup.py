@@ -179,6 +179,7 @@ def start_detached_prefetch(plan: StartupPlan, *, exec_helper: bool = True,
     spec = {"refs": [(plan.model, plan.revision), *plan.extra_refs] if plan.prefetch else [],
             "cache_dir": plan.cache_dir, "hub": plan.hub, "parent": os.getpid(),
             "profile": plan.profile_key, "imports_fd": imports_fd,
+            "verbose": bool(plan.verbose),
             # the helper's own Chrome trace (wall_t0 aligns it with the target's)
             "trace": os.path.abspath(plan.trace) + ".helper.json" if plan.trace else None}
     argv = [sys.executable, "-m", "headstart.procs.prefetch_helper", json.dumps(spec)]
@@ -190,7 +191,8 @@ def start_detached_prefetch(plan: StartupPlan, *, exec_helper: bool = True,
                 if close_in_helper is not None:
                     os.close(close_in_helper)
                 devnull = os.open(os.devnull, os.O_RDWR)
-                for fd in (0, 1, 2):
+                # with -v the helper keeps stderr to say what the replay did
+                for fd in (0, 1) if plan.verbose else (0, 1, 2):
                     os.dup2(devnull, fd)
                 if exec_helper:
                     os.execv(sys.executable, argv)

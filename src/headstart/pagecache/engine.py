@@ -99,6 +99,8 @@ class PrefetchStats:
     block_size: int = 0
     cancelled: bool = False
     done: bool = False
+    holds: int = 0  # times a readahead replay stood back for the target's own reads
+    held_seconds: float = 0.0
 
     @property
     def bytes_done(self) -> int:

@@ -39,7 +39,7 @@ from headstart.pagecache import syscalls
 from headstart.pagecache.engine import PrefetchStats
 from headstart.pagecache.ranges import Range
 
-__all__ = ["DEFAULT_WINDOW", "ReadaheadUnsupported", "readahead"]
+__all__ = ["DEFAULT_WINDOW", "MAX_HOLD", "ReadaheadUnsupported", "readahead"]
 
 # Bytes asked for and not yet read: what a read the profile lacks (or a page reclaimed
 # before use) waits behind. 300 MB/s, 2 GB model, 3 cold runs each: 16 MiB 9.43/9.60/9.69 s,
@@ -49,6 +49,8 @@ DEFAULT_WINDOW = 16 * 2**20
 _MAX_OPEN = 256  # in-flight chunks hold their file open (small files: one chunk each)
 _PAGE = syscalls.PAGE_SIZE
 _FALLBACK_CHUNK = 128 * 1024  # the kernel's default readahead, when sysfs does not say
+MAX_HOLD = 0.25  # longest wait for the target's own reads before one more chunk anyway
+_HOLD_STEP = 0.003
 
 
 class ReadaheadUnsupported(Exception):
@@ -82,13 +84,24 @@ def readahead(ranges: Iterable[Range], *, window: int = DEFAULT_WINDOW,
               budget: int | None = None, cancelled: Callable[[], bool] = lambda: False,
               stats: PrefetchStats | None = None, slow_from: int | None = None,
               slow_rate: float = 0.0,
-              released: Callable[[float], bool] | None = None) -> PrefetchStats:
+              released: Callable[[float], bool] | None = None,
+              early_window: int | None = None,
+              yield_to: Callable[[], bool] | None = None) -> PrefetchStats:
     """Make ``ranges`` resident in their order, blocking the calling thread until done.
 
     Early pacing: from range index ``slow_from`` on, at most ``slow_rate`` bytes/s are asked
     for until ``released(timeout)`` (wait up to ``timeout`` s, True once released) says so;
     then full speed. ``headstart run`` uses it to read weights gently while the target's
     imports run (they need CPU and few reads), and at full speed after.
+
+    ``early_window``: the bytes kept in flight (and the largest chunk) until ``released``
+    says so; a read of the target that the ranges lack waits behind at most this much.
+
+    ``yield_to()``: True while the target is reading from the disk itself (its own misses);
+    from range ``slow_from`` on (the weights: read ahead of need, unlike the libraries,
+    which the target wants right then in this order) no new chunk is asked for then (for
+    at most ``MAX_HOLD`` seconds per chunk), so its reads queue behind what is in flight
+    only, never behind more of ours.
 
     ``budget``: at most this many bytes are asked for (resident ones do not count).
     ``cancelled()`` is polled between chunks. ``stats`` is filled in as it goes (pass one to
@@ -108,6 +121,32 @@ def readahead(ranges: Iterable[Range], *, window: int = DEFAULT_WINDOW,
     pacing = slow_from is not None and slow_rate > 0 and released is not None
     slow_t0 = 0.0
     slow_bytes = 0
+    early = early_window is not None and released is not None
+    fired = False
+
+    def is_released(timeout: float) -> bool:
+        # the imports signal, asked until it fires and remembered after
+        nonlocal fired
+        if not fired and released is not None:
+            fired = bool(released(timeout))
+        return fired
+
+    def limit() -> int:
+        # the in-flight bound now: small until the target's imports are done
+        nonlocal early
+        if early and is_released(0.0):
+            early = False
+        return min(window, early_window) if early else window  # type: ignore[type-var]
+
+    def stand_back() -> None:
+        # the target is reading from the disk: ask for nothing more until it stops
+        held = 0.0
+        while held < MAX_HOLD and yield_to():  # type: ignore[misc]
+            time.sleep(_HOLD_STEP)
+            held += _HOLD_STEP
+        if held:
+            st.held_seconds += held
+            st.holds += 1
 
     def pace(n: int) -> None:
         # sleep (waking at once on release) until n more bytes fit under slow_rate
@@ -115,7 +154,7 @@ def readahead(ranges: Iterable[Range], *, window: int = DEFAULT_WINDOW,
         if not slow_bytes:
             slow_t0 = time.monotonic()
         delay = slow_t0 + slow_bytes / slow_rate - time.monotonic()
-        if released(max(0.0, delay)):  # type: ignore[misc]
+        if is_released(max(0.0, delay)):
             pacing = False
             return
         slow_bytes += n
@@ -165,7 +204,8 @@ def readahead(ranges: Iterable[Range], *, window: int = DEFAULT_WINDOW,
                 if end <= offset:
                     continue
                 st.bytes_planned += end - offset
-                chunk = syscalls.readahead_window(fst.st_dev, _FALLBACK_CHUNK)
+                device_chunk = syscalls.readahead_window(fst.st_dev, _FALLBACK_CHUNK)
+                chunk = device_chunk
                 if chunk <= 0:
                     if not verified:
                         raise ReadaheadUnsupported(f"{path}: the device's readahead is 0")
@@ -174,6 +214,9 @@ def readahead(ranges: Iterable[Range], *, window: int = DEFAULT_WINDOW,
                     os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
                 pos = offset
                 while pos < end:
+                    bound = limit()
+                    if chunk > 0 and device_chunk > 0:
+                        chunk = max(_PAGE, min(device_chunk, bound))
                     n = min(chunk - pos % chunk, end - pos)  # chunk-aligned in the file
                     pages = (pos + n + _PAGE - 1) // _PAGE - pos // _PAGE
                     got = _resident_pages(fd, pos, n)
@@ -187,12 +230,14 @@ def readahead(ranges: Iterable[Range], *, window: int = DEFAULT_WINDOW,
                         return st
                     if pacing and index >= slow_from:  # type: ignore[operator]
                         pace(n)
+                    if yield_to is not None and index >= (slow_from or 0):
+                        stand_back()
                     os.posix_fadvise(fd, pos, n, os.POSIX_FADV_WILLNEED)
                     entry.refs += 1
                     inflight.append((entry, pos + n, n))
                     inflight_bytes += n
                     pos += n
-                    while inflight and (inflight_bytes > window or len(inflight) > _MAX_OPEN):
+                    while inflight and (inflight_bytes > bound or len(inflight) > _MAX_OPEN):
                         retire()
                     if cancelled():
                         st.cancelled = True

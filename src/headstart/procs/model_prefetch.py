@@ -8,6 +8,7 @@ and the next one is tried; nothing is raised.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 
 from headstart.models.resolve import resolve_model
@@ -63,10 +64,16 @@ def replay_profile(key: str, refs: list[tuple[str, str | None]], *, cache_dir: s
                    hub: str, on_handle: Callable[[Prefetch], object] = lambda _h: None,
                    keep_going: Callable[[], bool] = lambda: True,
                    on_error: Callable[[str, BaseException], object] | None = None,
-                   imports_done: Callable[[float], bool] | None = None) -> bool:
+                   imports_done: Callable[[float], bool] | None = None,
+                   target: int | None = None,
+                   on_coverage: Callable[[object], object] | None = None) -> bool:
     """Replay the startup profile ``key`` when it exists and is still valid.
 
-    ``imports_done``: see :func:`headstart.profiles.replay.replay`.
+    ``imports_done``: see :func:`headstart.profiles.replay.replay`. ``target``: the pid
+    of the target, not this process: the replay stands back while the target's tree reads
+    from the disk itself, and afterwards measures the profile's coverage
+    (:mod:`headstart.profiles.coverage`), which goes to ``on_coverage``, the trace and the
+    profile's sidecar.
 
     The first ref (the target's model) is resolved first, so a profile recorded for another
     snapshot is refused. Returns True when the profile was used (or another process on this
@@ -102,9 +109,20 @@ def replay_profile(key: str, refs: list[tuple[str, str | None]], *, cache_dir: s
             tracer.instant("prefetch skipped", cat="prefetch", key=key,
                            reason="another process on this host prefetches it")
             return True
+        reads = None
+        if target is not None:
+            from headstart.watch.tree_io import TreeReads
+
+            reads = TreeReads(target)
+            reads.start()
         try:
-            replay(checked, on_handle=on_handle, cancelled=lambda: not keep_going(),
-                   imports_done=imports_done)
+            t0 = time.monotonic()
+            handles = replay(checked, on_handle=on_handle, cancelled=lambda: not keep_going(),
+                             imports_done=imports_done, target_reads=reads)
+            if reads is not None:
+                cov = _coverage(key, checked, handles, reads, t0, keep_going)
+                if on_coverage is not None:
+                    on_coverage(cov)
         finally:
             lock.release()
         return True
@@ -112,3 +130,31 @@ def replay_profile(key: str, refs: list[tuple[str, str | None]], *, cache_dir: s
         if on_error is not None:
             on_error(f"profile {key}", exc)
         return False
+
+
+def _coverage(key: str, checked, handles: list, reads, t0: float,
+              keep_going: Callable[[], bool]):
+    """Watch the target until its reads settle, then measure and store the coverage."""
+    from headstart.profiles.coverage import Coverage, resident_bytes, settle, write_coverage
+    from headstart.settings import coverage_file
+
+    replay_seconds = time.monotonic() - t0
+    settled = settle(reads.total, reads.alive, keep_going=keep_going)
+    cov = Coverage(key=key, planned_bytes=checked.bytes, stale_files=len(checked.stale_files),
+                   replay_seconds=round(replay_seconds, 3), settled=settled,
+                   target_read_bytes=reads.total(),
+                   watched_seconds=round(time.monotonic() - t0, 3))
+    for h in handles:
+        st = h.stats
+        cov.replayed_bytes += st.bytes_read
+        cov.late_bytes += st.bytes_skipped_resident
+        cov.holds += st.holds
+        cov.held_seconds = round(cov.held_seconds + st.held_seconds, 3)
+    if cov.replayed_bytes:
+        # a lower bound: pages the target read back itself look resident again
+        resident = resident_bytes(checked.libraries + checked.weights)
+        cov.reclaimed_bytes = max(0, cov.replayed_bytes + cov.late_bytes - resident)
+    tracer.instant("replay coverage", cat="prefetch", **cov.to_dict())
+    _log("%s", cov.describe())
+    write_coverage(cov, coverage_file())
+    return cov

@@ -45,6 +45,29 @@ def _fd_signal(fd: int):
     return wait
 
 
+def _say(msg: str) -> None:
+    """One line on the target's stderr (kept open for the helper only with ``-v``)."""
+    with contextlib.suppress(OSError):
+        os.write(2, f"headstart: {msg}\n".encode())
+
+
+def _lower_io_priority() -> None:
+    """The replay's reads go after the target's where the disk's scheduler orders by I/O
+    class (``HEADSTART_REPLAY_IOPRIO``: ``low`` best-effort level 7, the default; ``idle``;
+    ``none``). A cgroup throttle queues before the scheduler, so there it changes nothing;
+    ``idle`` can make a target that faults a page our read holds wait for the aging of the
+    idle queue, which is why it is not the default."""
+    from headstart.pagecache import syscalls
+    from headstart.settings import replay_options
+
+    choice = replay_options()["ioprio"]
+    with contextlib.suppress(OSError):
+        if choice == "low":
+            syscalls.set_io_priority(syscalls.IOPRIO_CLASS_BE, 7)
+        elif choice == "idle":
+            syscalls.set_io_priority(syscalls.IOPRIO_CLASS_IDLE)
+
+
 def main(argv: list[str]) -> int:
     from headstart.procs.model_prefetch import prefetch_refs, replay_profile
 
@@ -56,6 +79,7 @@ def main(argv: list[str]) -> int:
     # residency check before validation. Cold results were unchanged.
     with contextlib.suppress(OSError):
         os.nice(10)
+    _lower_io_priority()
     if spec.get("trace"):
         import atexit
 
@@ -67,8 +91,10 @@ def main(argv: list[str]) -> int:
              "keep_going": lambda: _alive(parent)}
     imports_fd = spec.get("imports_fd")
     imports_done = _fd_signal(imports_fd) if isinstance(imports_fd, int) else None
-    if spec.get("profile") and replay_profile(spec["profile"], refs, imports_done=imports_done,
-                                              **where):
+    say = _say if spec.get("verbose") else None
+    if spec.get("profile") and replay_profile(
+            spec["profile"], refs, imports_done=imports_done, target=parent,
+            on_coverage=(lambda cov: say(cov.describe())) if say else None, **where):
         return 0
     prefetch_refs(refs, **where)
     return 0

@@ -78,8 +78,14 @@ def replay(validated: Validated, *, library_workers: int | None = None,
            weight_workers: int | None = None,
            on_handle: Callable[[Any], None] = lambda _h: None,
            cancelled: Callable[[], bool] = lambda: False,
-           imports_done: Callable[[float], bool] | None = None) -> list[Any]:
+           imports_done: Callable[[float], bool] | None = None,
+           target_reads: Any = None) -> list[Any]:
     """Read the profile's ranges, blocking the calling (background) thread until done.
+
+    ``target_reads`` (a :class:`headstart.watch.tree_io.TreeReads` of the target's tree):
+    a readahead replay stands back while the target reads from the disk itself, so that
+    its reads wait behind what is in flight only (``HEADSTART_REPLAY_YIELD=0``: it does
+    not).
 
     ``cancelled()`` is polled between chunks (readahead) or every 0.2 s (engine); when it
     returns True the reads stop.
@@ -96,7 +102,8 @@ def replay(validated: Validated, *, library_workers: int | None = None,
 
     opts = replay_options()
     if opts["method"] == "readahead" and not (library_workers or weight_workers):
-        handle = _readahead(validated, opts, cancelled, imports_done)
+        yield_to = target_reads.busy if target_reads is not None and opts["yield"] else None
+        handle = _readahead(validated, opts, cancelled, imports_done, yield_to)
         if handle is not None:
             on_handle(handle)
             return [handle]
@@ -144,7 +151,8 @@ class ReadaheadReplay:
 
 def _readahead(validated: Validated, opts: dict,
                cancelled: Callable[[], bool],
-               imports_done: Callable[[float], bool] | None) -> ReadaheadReplay | None:
+               imports_done: Callable[[float], bool] | None,
+               yield_to: Callable[[], bool] | None) -> ReadaheadReplay | None:
     """The readahead replay; None when the device does not honour the advice (the caller
     then uses the engine, which skips whatever became resident meanwhile)."""
     from headstart.pagecache.budget import resolve_budget
@@ -154,8 +162,10 @@ def _readahead(validated: Validated, opts: dict,
     ranges = validated.libraries + validated.weights
     stats = PrefetchStats()
     window = int(opts["window"])
+    early_window = int(opts["early_window"]) if imports_done is not None else None
     with tracer.span("replay readahead", cat="prefetch", ranges=len(ranges),
-                     window=window) as info:
+                     window=window, early_window=early_window,
+                     yields=yield_to is not None) as info:
         try:
             budget = resolve_budget("auto")
         except Exception as exc:  # no budget known: read what the profile says
@@ -164,12 +174,14 @@ def _readahead(validated: Validated, opts: dict,
         try:
             readahead(ranges, window=window, budget=budget, cancelled=cancelled, stats=stats,
                       slow_from=len(validated.libraries), slow_rate=float(opts["early_rate"]),
-                      released=imports_done)
+                      released=imports_done, early_window=early_window, yield_to=yield_to)
         except ReadaheadUnsupported as exc:
             info["unsupported"] = str(exc)
             log.info("readahead replay not possible here (%s); using the engine", exc)
             return None
         info["bytes_read"] = stats.bytes_read
         info["bytes_skipped_resident"] = stats.bytes_skipped_resident
+        info["holds"] = stats.holds
+        info["held_seconds"] = round(stats.held_seconds, 3)
     log.info("profile replay: %s", stats)
     return ReadaheadReplay(stats)

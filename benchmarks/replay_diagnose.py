@@ -1,0 +1,162 @@
+"""Where a cold start's disk reads come from: the server's own processes or the replay helper.
+
+For each run (cold: the model and the target's Python evicted, disk throttled with a cgroup
+when ``--disk-bps`` is given), every process in the run's cgroup is sampled every 20 ms:
+``/proc/PID/io`` ``read_bytes`` (what it caused to be fetched from storage), major faults,
+CPU time and how often it was seen in state D (uninterruptible sleep, which on a cold start
+is waiting for the disk). Processes in the target's session are the server; others (the
+double-forked replay helper) are headstart's.
+
+    python benchmarks/replay_diagnose.py --disk-bps 300MB --model /tmp/demo2g \\
+        --ready-request URL BODY -- headstart run -- transformers serve ... /tmp/demo2g
+
+Prints one table per run (per process: role, MB read from disk, major faults, CPU s, D
+samples as seconds) and the server's and the helper's disk reads per 0.5 s.
+Needs root for the throttle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+
+from headstart.bench.environment import find_interpreter, python_environment
+from headstart.bench.harness import evict_checked
+from headstart.bench.probes import RequestProbe
+from headstart.bench.runner import run_once
+from headstart.bench.throttle import throttle_for_paths
+from headstart.sizes import parse_size
+from headstart.watch import procfs
+
+INTERVAL = 0.02
+
+
+class TreeSampler(threading.Thread):
+    """Samples every pid in ``procs()`` until stopped; keeps per-pid first/last values."""
+
+    def __init__(self, procs, leader: list[int]) -> None:
+        super().__init__(daemon=True)
+        self.procs = procs
+        self.leader = leader  # filled in once the target is started
+        self.first: dict[int, tuple] = {}
+        self.last: dict[int, tuple] = {}
+        self.dstate: dict[int, int] = {}
+        self.series: list[tuple[float, int, int]] = []  # t, server read_bytes, helper's
+        self.stop_event = threading.Event()
+        self.t0 = time.monotonic()
+
+    def role(self, st: procfs.ProcStat) -> str:
+        return "server" if self.leader and st.session == self.leader[0] else "helper"
+
+    def run(self) -> None:
+        while not self.stop_event.wait(INTERVAL):
+            totals = {"server": 0, "helper": 0}
+            for pid in self.procs():
+                st, io = procfs.read_stat(pid), procfs.read_io(pid)
+                if st is None or io is None:
+                    continue
+                row = (st.comm, self.role(st), io.read_bytes, st.majflt, st.cpu_s)
+                self.first.setdefault(pid, row)
+                self.last[pid] = row
+                if st.state == "D":
+                    self.dstate[pid] = self.dstate.get(pid, 0) + 1
+            for row in self.last.values():
+                totals[row[1]] += row[2]
+            self.series.append((time.monotonic() - self.t0, totals["server"], totals["helper"]))
+
+
+def _report(sampler: TreeSampler, seconds: float | None) -> dict:
+    rows = []
+    for pid, (comm, role, rb, majflt, cpu) in sorted(sampler.last.items()):
+        rows.append({"pid": pid, "comm": comm, "role": role, "read_mb": rb / 1e6,
+                     "majflt": majflt, "cpu_s": cpu,
+                     "d_s": sampler.dstate.get(pid, 0) * INTERVAL})
+    print(f"ready in {seconds:.2f} s" if seconds else "not ready")
+    print(f"{'pid':>7} {'comm':16} {'role':7} {'read MB':>9} {'majflt':>7} {'cpu s':>7} "
+          f"{'D s':>6}")
+    for r in rows:
+        if r["read_mb"] < 0.5 and r["cpu_s"] < 0.1:
+            continue
+        print(f"{r['pid']:>7} {r['comm']:16} {r['role']:7} {r['read_mb']:9.1f} "
+              f"{r['majflt']:7d} {r['cpu_s']:7.2f} {r['d_s']:6.2f}")
+    bins: dict[int, list[int]] = {}
+    for t, server, helper in sampler.series:
+        bins[int(t / 0.5)] = [server, helper]
+    prev = [0, 0]
+    line = []
+    for b in sorted(bins):
+        s, h = bins[b]
+        line.append(f"{b * 0.5:4.1f}s srv {(s - prev[0]) / 1e6:6.1f} "
+                    f"hlp {(h - prev[1]) / 1e6:6.1f}")
+        prev = [s, h]
+    print("MB read from disk per 0.5 s (server / helper):")
+    for i in range(0, len(line), 3):
+        print("   " + " | ".join(line[i:i + 3]))
+    return {"seconds": seconds, "processes": rows, "series": sampler.series}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--disk-bps", default=None)
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--ready-request", nargs=2, metavar=("URL", "JSON"), required=True)
+    ap.add_argument("--runs", type=int, default=1)
+    ap.add_argument("--timeout", type=float, default=300)
+    ap.add_argument("--json", help="write every sample here")
+    ap.add_argument("--warm", action="store_true", help="do not evict before each run")
+    ap.add_argument("cmd", nargs=argparse.REMAINDER)
+    args = ap.parse_args()
+    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    inner = cmd[cmd.index("--") + 1:] if "--" in cmd else cmd
+    interp = find_interpreter(inner)
+    env = python_environment(interp) if interp else None
+    evict_paths = [*(env.evict_paths() if env else []), os.path.realpath(args.model)]
+    probe = RequestProbe(args.ready_request[0], args.ready_request[1])
+    results = []
+    bps = parse_size(args.disk_bps) if args.disk_bps else None
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(args.runs):
+            if not args.warm:
+                ev = evict_checked(evict_paths)
+                print(f"run {i + 1}: evicted {ev['files']} files, "
+                      f"{ev['residual_percent']:.2f} % stayed resident")
+            leader: list[int] = []
+            # unthrottled: a cgroup all the same (it finds the helper), with a limit no disk
+            # here reaches
+            with throttle_for_paths(bps or 10**12, [args.model]) as th:
+                sampler = TreeSampler(th.procs, leader)
+                r = _run(cmd, probe, tmp, i, args.timeout, th.preexec_fn, sampler, leader)
+            results.append(_report(sampler, r.seconds))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(results, fh)
+    return 0
+
+
+def _run(cmd, probe, tmp, i, timeout, preexec, sampler, leader):
+    # the leader pid is known only after Popen: find it as the session leader in the cgroup
+    def watch_leader() -> None:
+        while not leader and not sampler.stop_event.is_set():
+            for pid in sampler.procs():
+                st = procfs.read_stat(pid)
+                if st is not None and st.session == pid:
+                    leader.append(pid)
+                    return
+            time.sleep(0.005)
+
+    sampler.start()
+    threading.Thread(target=watch_leader, daemon=True).start()
+    try:
+        return run_once(cmd, probe, os.path.join(tmp, f"run-{i}"), timeout=timeout,
+                        preexec_fn=preexec)
+    finally:
+        sampler.stop_event.set()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""How well a replayed start was covered by its profile, measured from outside the target.
+
+The replay helper watches the target's process tree (:class:`headstart.watch.tree_io.
+TreeReads`) from the moment the replay starts until the tree's own reads have been quiet
+for a while (or it exits):
+
+* ``target_read_bytes``: what the tree still fetched from storage itself. Everything a
+  profile lacks, and every replayed page that was reclaimed before the target used it,
+  shows up here. A good profile leaves only what the target read before the helper began.
+* ``late_bytes``: ranges that were already resident when the replay reached them. On a cold
+  start nothing else reads these files, so the target got there first: the replay was
+  behind it there.
+* ``reclaimed_bytes``: replayed bytes no longer resident when the start settled (memory
+  pressure, or a proactive reclaim such as DAMON's ``pageout`` scheme).
+
+A profile is **poor**, and the next start records a new one (the old one is kept until the
+new one is written), when the target read more than ``POOR_FRACTION`` of what it needed
+itself (and more than ``POOR_MIN_BYTES``), or when recorded files changed. What is not
+measured: replayed bytes the target never used (their pages look the same as used ones
+from outside; a new recording drops them).
+
+The report goes to a sidecar next to the profile (``KEY.coverage.json``), to the trace,
+to ``-v`` and to ``HEADSTART_COVERAGE_FILE`` when set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+from headstart.pagecache.ranges import Range
+
+__all__ = ["POOR_FRACTION", "POOR_MIN_BYTES", "Coverage", "coverage_path", "rerecord_reason",
+           "resident_bytes", "settle", "write_coverage"]
+
+POOR_FRACTION = 0.10
+POOR_MIN_BYTES = 64 * 2**20
+
+
+@dataclass
+class Coverage:
+    """One replayed start, as the helper saw it."""
+
+    key: str
+    replayed_bytes: int = 0
+    late_bytes: int = 0
+    target_read_bytes: int = 0
+    reclaimed_bytes: int = 0
+    planned_bytes: int = 0
+    stale_files: int = 0
+    holds: int = 0
+    held_seconds: float = 0.0
+    replay_seconds: float = 0.0
+    watched_seconds: float = 0.0
+    settled: str = ""  # "quiet" | "exited" | "limit" | "cancelled"
+    created: float = 0.0
+
+    @property
+    def needed_bytes(self) -> int:
+        """What the start read from storage in all: the replay's part and the target's."""
+        return self.replayed_bytes + self.target_read_bytes
+
+    @property
+    def fraction(self) -> float:
+        """Share of the start's disk reads that the replay did ahead of the target."""
+        need = self.needed_bytes
+        return (self.replayed_bytes - self.reclaimed_bytes) / need if need else 1.0
+
+    def poor(self) -> str | None:
+        """Why this profile should be recorded again, or None."""
+        if self.stale_files:
+            return f"{self.stale_files} recorded file(s) changed"
+        need = self.needed_bytes
+        if (self.target_read_bytes > POOR_MIN_BYTES
+                and self.target_read_bytes > POOR_FRACTION * need):
+            return (f"the target still read {_mb(self.target_read_bytes)} itself "
+                    f"({100 * self.target_read_bytes / need:.0f} % of its reads)")
+        return None
+
+    def describe(self) -> str:
+        return (f"replay coverage {100 * self.fraction:.0f} %: replayed "
+                f"{_mb(self.replayed_bytes)} in {self.replay_seconds:.2f} s, the target read "
+                f"{_mb(self.target_read_bytes)} itself, {_mb(self.late_bytes)} late, "
+                f"{_mb(self.reclaimed_bytes)} reclaimed before the start settled "
+                f"({self.settled} after {self.watched_seconds:.1f} s); stood back "
+                f"{self.holds} time(s), {self.held_seconds:.2f} s")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.update(needed_bytes=self.needed_bytes, fraction=round(self.fraction, 4),
+                 poor=self.poor())
+        return d
+
+
+def _mb(n: float) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def settle(total: Callable[[], int], alive: Callable[[], bool], *, quiet: float = 5.0,
+           limit: float = 120.0, interval: float = 0.25,
+           keep_going: Callable[[], bool] = lambda: True) -> str:
+    """Sample ``total()`` until it has not risen for ``quiet`` seconds; returns why it
+    stopped: ``quiet``, ``exited`` (``alive()`` false), ``limit`` or ``cancelled``."""
+    t0 = last_rise = time.monotonic()
+    last = total()
+    while True:
+        time.sleep(interval)
+        now = time.monotonic()
+        if not alive():
+            return "exited"
+        if not keep_going():
+            return "cancelled"
+        value = total()
+        if value > last:
+            last, last_rise = value, now
+        if now - last_rise >= quiet:
+            return "quiet"
+        if now - t0 >= limit:
+            return "limit"
+
+
+def resident_bytes(ranges: Sequence[Range]) -> int:
+    """Bytes of ``ranges`` resident now (cachestat; a range it cannot answer counts as
+    resident, so that an unknown is never reported as reclaimed)."""
+    from headstart.pagecache.residency import file_residency
+
+    out = 0
+    for path, offset, length in ranges:
+        f = file_residency(path, offset, length)
+        out += f.size if f.error is not None or not f.exact else f.resident
+    return out
+
+
+def coverage_path(key: str) -> str:
+    from headstart.profiles.key import profile_file
+
+    return profile_file(key)[: -len(".json")] + ".coverage.json"
+
+
+def write_coverage(cov: Coverage, extra_path: str | None = None) -> None:
+    """The sidecar next to the profile, and ``extra_path`` when given (atomic writes;
+    failures are ignored: a report must not harm the start)."""
+    cov.created = cov.created or time.time()
+    data = json.dumps(cov.to_dict(), indent=1)
+    for path in (coverage_path(cov.key), extra_path):
+        if not path:
+            continue
+        tmp = f"{path}.{os.getpid()}.tmp"
+        try:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
+def rerecord_reason(key: str) -> str | None:
+    """Why the profile ``key`` should be recorded again at this start, from the coverage the
+    last replayed start measured; None when it was good or nothing was measured."""
+    try:
+        with open(coverage_path(key), encoding="utf-8") as fh:
+            data = json.load(fh)
+        reason = data.get("poor")
+        created = float(data.get("created") or 0.0)
+    except (OSError, ValueError, AttributeError, TypeError):
+        return None
+    if not reason:
+        return None
+    with contextlib.suppress(OSError):
+        from headstart.profiles.key import profile_file
+
+        if os.stat(profile_file(key)).st_mtime > created:
+            return None  # recorded again since that start
+    return str(reason)
