@@ -37,12 +37,17 @@ def tree_totals(tl: Timeline, t: float) -> tuple[float, int, float]:
     return cpu, nbytes, disk
 
 
-def _name(rec: ProcRecord) -> str:
+def _is_forkserver(rec: ProcRecord | None) -> bool:
+    return rec is not None and any("forkserver" in a for a in rec.argv[:4])
+
+
+def _name(rec: ProcRecord, tree: dict[int, ProcRecord] | None = None) -> str:
     argv = rec.argv
-    if not argv:
-        return rec.comm
-    words = [os.path.basename(argv[0]), *argv[1:3]]
-    return f"{rec.comm}: {' '.join(words)}"[:48]
+    words = [os.path.basename(argv[0]), *argv[1:3]] if argv else []
+    name = f"{rec.comm}: {' '.join(words)}" if words else rec.comm
+    if tree is not None and _is_forkserver(tree.get(rec.ppid)):
+        name = f"{rec.comm}: forked by the forkserver (zygote)"
+    return name[:48]
 
 
 def process_rows(tl: Timeline) -> list[dict]:
@@ -51,7 +56,7 @@ def process_rows(tl: Timeline) -> list[dict]:
         cpu, nbytes, disk, sleep = _own(rec, tl, tl.stop)
         end = rec.exit_at
         rows.append({
-            "pid": rec.pid, "ppid": rec.ppid, "name": _name(rec), "argv": rec.argv,
+            "pid": rec.pid, "ppid": rec.ppid, "name": _name(rec, tl.procs), "argv": rec.argv,
             "start_s": rec.start - tl.launch,
             "exec_s": None if rec.exec_at is None else rec.exec_at - tl.launch,
             "exit_s": None if end is None else end - tl.launch,
