@@ -255,3 +255,23 @@ def test_a_resident_profile_is_not_validated_file_by_file(tmp_path):
     assert replay_profile(prof.key, [], cache_dir=None, hub="auto")
     lookup = [e for e in tracer.events() if e["name"] == "profile lookup"][-1]
     assert "resident" not in lookup["args"] and lookup["args"]["stale_files"] == 1
+
+
+def test_profile_key_names_the_installation_not_the_interpreter_alias(tmp_path):
+    """python, python3 and python3.11 of one venv read the same files: one profile."""
+    from headstart.profiles.key import identity_for, key_for
+
+    venv = tmp_path / "venv" / "bin"
+    venv.mkdir(parents=True)
+    real = tmp_path / "python3.11"
+    real.write_text("")
+    for name in ("python", "python3", "python3.11"):
+        (venv / name).symlink_to(real)
+    keys = {key_for(identity_for("transformers", "/m", None, [], str(venv / name)))
+            for name in ("python", "python3", "python3.11")}
+    assert len(keys) == 1
+    other = tmp_path / "other" / "bin"
+    other.mkdir(parents=True)
+    (other / "python").symlink_to(real)
+    assert key_for(identity_for("transformers", "/m", None, [], str(other / "python"))) \
+        not in keys

@@ -129,6 +129,10 @@ def readahead(ranges: Iterable[Range], *, window: int = DEFAULT_WINDOW,
         nonlocal fired
         if not fired and released is not None:
             fired = bool(released(timeout))
+            if fired:
+                from headstart.trace import tracer
+
+                tracer.instant("replay released", cat="prefetch", bytes_read=st.bytes_read)
         return fired
 
     def limit() -> int:

@@ -46,10 +46,18 @@ def identity_for(adapter: str, model: str | None, revision: str | None,
         # Without a model the command itself is what determines the reads; with one, the
         # port, host or log level must not split profiles.
         "argv": None if model else list(argv),
-        "python": os.path.abspath(python) if python else "",
+        # The installation, not the name it was started by: python, python3 and
+        # python3.11 of one venv (or prefix) are one interpreter and read the same files.
+        "python": _installation(python) if python else "",
         "python_real": os.path.realpath(python) if python else "",
     }
     return ident
+
+
+def _installation(python: str) -> str:
+    """The folder above the interpreter's ``bin`` (a venv or a prefix), absolute."""
+    folder = os.path.dirname(os.path.abspath(python))
+    return os.path.dirname(folder) if os.path.basename(folder) == "bin" else folder
 
 
 def key_for(identity: dict) -> str:
