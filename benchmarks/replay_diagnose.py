@@ -109,6 +109,7 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=300)
     ap.add_argument("--json", help="write every sample here")
     ap.add_argument("--warm", action="store_true", help="do not evict before each run")
+    ap.add_argument("--logs", help="keep each run's stdout/stderr here (default: discarded)")
     ap.add_argument("cmd", nargs=argparse.REMAINDER)
     args = ap.parse_args()
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
@@ -119,7 +120,8 @@ def main() -> int:
     probe = RequestProbe(args.ready_request[0], args.ready_request[1])
     results = []
     bps = parse_size(args.disk_bps) if args.disk_bps else None
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = args.logs or scratch
         for i in range(args.runs):
             if not args.warm:
                 ev = evict_checked(evict_paths)

@@ -26,6 +26,7 @@ processes see changes.
 ``HEADSTART_REPLAY_EARLY_WINDOW``  bytes a replay keeps asked for while the target imports
 ``HEADSTART_REPLAY_YIELD``  false: the replay does not stand back while the target reads
 ``HEADSTART_REPLAY_IOPRIO``  I/O class of the replay helper: ``idle`` | ``low`` | ``none``
+``HEADSTART_AUTO_RECORD``  false: a start with no profile does not record one
 ``HEADSTART_COVERAGE_FILE``  where a replayed start writes its coverage (JSON), e.g. for bench
 ``HEADSTART_PROFILE_WORKERS`` ``LIB,WEIGHTS`` reader threads of an ``engine`` replay
 =========================  ==========================================================
@@ -125,7 +126,8 @@ def replay_options() -> dict[str, object]:
 
 
 def coverage_file() -> str | None:
-    """``HEADSTART_COVERAGE_FILE``: where a replayed start writes its coverage report."""
+    """``HEADSTART_AUTO_RECORD``  false: a start with no profile does not record one
+``HEADSTART_COVERAGE_FILE``: where a replayed start writes its coverage report."""
     return env_str("HEADSTART_COVERAGE_FILE")
 
 

@@ -61,8 +61,10 @@ def start_background(plan: StartupPlan) -> Started:
     """Start everything the plan asks for; returns at once, never raises."""
     started = Started()
     replaying = False
-    has_profile = bool(plan.profile_key) and _profile_exists(plan.profile_key)
-    if has_profile:
+    # the helper replays the profile, or records one while it reads the model's files
+    helper_reads = bool(plan.profile_key) and (_profile_exists(plan.profile_key)
+                                               or _records(plan))
+    if helper_reads:
         # A startup profile is replayed by a helper process, started before any thread of
         # ours: thousands of small library reads from a thread of this process would wait
         # for the GIL behind the imports they are meant to run ahead of (measured: 2.3 s
@@ -110,7 +112,7 @@ def start_background(plan: StartupPlan) -> Started:
                 environ=plan.forkserver_env)
         except Exception as exc:
             _record(started, "forkserver prewarm", exc)
-    if (plan.prefetch or has_profile) and not replaying:
+    if (plan.prefetch or helper_reads) and not replaying:
         try:
             _start_prefetch_thread(plan, started)
         except Exception as exc:
@@ -149,6 +151,23 @@ def _start_prefetch_thread(plan: StartupPlan, started: Started) -> None:
     started.prefetch_thread = thread
 
 
+def _records(plan: StartupPlan) -> bool:
+    """Whether a start without a profile records one (its helper decides when, see
+    ``prefetch_helper``): a target with a model, unless ``HEADSTART_AUTO_RECORD=0``."""
+    from headstart.settings import env_bool
+
+    return bool(plan.profile_key) and plan.prefetch and bool(
+        env_bool("HEADSTART_AUTO_RECORD", True))
+
+
+def _identity(plan: StartupPlan) -> dict | None:
+    if not plan.profile_key:
+        return None
+    from headstart.profiles.key import profile_key
+
+    return profile_key(plan)[1]
+
+
 def _profile_exists(key: str) -> bool:
     """One stat in the calling thread; the profile is read and checked by the helper."""
     from headstart.profiles.key import profile_file
@@ -179,9 +198,10 @@ def start_detached_prefetch(plan: StartupPlan, *, exec_helper: bool = True,
     spec = {"refs": [(plan.model, plan.revision), *plan.extra_refs] if plan.prefetch else [],
             "cache_dir": plan.cache_dir, "hub": plan.hub, "parent": os.getpid(),
             "profile": plan.profile_key, "imports_fd": imports_fd,
-            "verbose": bool(plan.verbose),
-            # the helper's own Chrome trace (wall_t0 aligns it with the target's)
-            "trace": os.path.abspath(plan.trace) + ".helper.json" if plan.trace else None}
+            "verbose": bool(plan.verbose), "record": _records(plan),
+            "identity": _identity(plan), "command": list(plan.argv),
+            # the same file: each writer merges what the other wrote (see trace.py)
+            "trace": os.path.abspath(plan.trace) if plan.trace else None}
     argv = [sys.executable, "-m", "headstart.procs.prefetch_helper", json.dumps(spec)]
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the forked child

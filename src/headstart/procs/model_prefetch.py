@@ -29,9 +29,16 @@ def _log(msg: str, *args: object) -> None:
 def prefetch_refs(refs: Iterable[tuple[str, str | None]], *, cache_dir: str | None, hub: str,
                   on_handle: Callable[[Prefetch], object] | None = None,
                   keep_going: Callable[[], bool] = lambda: True,
-                  on_error: Callable[[str, BaseException], object] | None = None) -> None:
+                  on_error: Callable[[str, BaseException], object] | None = None,
+                  target_reads=None,
+                  imports_done: Callable[[float], bool] | None = None) -> None:
     """Resolve each ``(ref, revision)``, take the host lead for its snapshot, read it with
-    ``run_prefetch_options()``. Stops (cancelling the read) once ``keep_going()`` is false."""
+    ``run_prefetch_options()``. Stops (cancelling the read) once ``keep_going()`` is false.
+
+    ``target_reads`` (a :class:`headstart.watch.tree_io.TreeReads` of the target, from a
+    helper process): the files are read by ordered readahead that stands back while the
+    target reads from the disk itself, with the small window until ``imports_done``, as a
+    profile replay does (:func:`read_ahead_of`)."""
     for ref, revision in refs:
         try:
             with tracer.span("resolve", cat="prefetch", model=ref) as info:
@@ -45,6 +52,10 @@ def prefetch_refs(refs: Iterable[tuple[str, str | None]], *, cache_dir: str | No
                 _log("prefetch of %s skipped: another process does it", ref)
                 continue
             try:
+                if target_reads is not None:
+                    stats = read_ahead_of(snap, target_reads, imports_done, keep_going)
+                    _log("prefetch of %s: %s", ref, stats)
+                    continue
                 handle = prefetch(snap, **run_prefetch_options())
                 if on_handle is not None:
                     on_handle(handle)
@@ -58,6 +69,40 @@ def prefetch_refs(refs: Iterable[tuple[str, str | None]], *, cache_dir: str | No
         except Exception as exc:  # best-effort by contract: the target runs regardless
             if on_error is not None:
                 on_error(ref, exc)
+
+
+def read_ahead_of(snap, target_reads, imports_done: Callable[[float], bool] | None,
+                  keep_going: Callable[[], bool]):
+    """A snapshot's whole files in order by :func:`headstart.pagecache.readahead.readahead`,
+    behind the target's own reads (falls back to the engine where advice reads nothing)."""
+    from headstart.pagecache.budget import resolve_budget
+    from headstart.pagecache.engine import PrefetchStats
+    from headstart.pagecache.ranges import to_ranges
+    from headstart.pagecache.readahead import ReadaheadUnsupported, readahead
+    from headstart.settings import replay_options
+
+    opts = replay_options()
+    try:
+        budget = resolve_budget("auto")
+    except Exception:  # no budget known: read what the model has
+        budget = None
+    stats = PrefetchStats()
+    with tracer.span("prefetch readahead", cat="prefetch", files=len(snap.files)) as info:
+        try:
+            readahead(to_ranges(snap), window=int(opts["window"]), budget=budget,
+                      cancelled=lambda: not keep_going(), stats=stats, slow_from=0,
+                      slow_rate=float(opts["early_rate"]), released=imports_done,
+                      early_window=int(opts["early_window"]) if imports_done else None,
+                      yield_to=target_reads.busy if opts["yield"] else None)
+        except ReadaheadUnsupported:
+            handle = prefetch(snap, **run_prefetch_options())
+            while not handle.wait(0.2):
+                if not keep_going():
+                    handle.cancel()
+            stats = handle.stats
+        info.update(bytes_read=stats.bytes_read, holds=stats.holds,
+                    held_seconds=round(stats.held_seconds, 3))
+    return stats
 
 
 def replay_profile(key: str, refs: list[tuple[str, str | None]], *, cache_dir: str | None,
@@ -120,7 +165,9 @@ def replay_profile(key: str, refs: list[tuple[str, str | None]], *, cache_dir: s
             handles = replay(checked, on_handle=on_handle, cancelled=lambda: not keep_going(),
                              imports_done=imports_done, target_reads=reads)
             if reads is not None:
-                cov = _coverage(key, checked, handles, reads, t0, keep_going)
+                from headstart.profiles.coverage import measure_coverage
+
+                cov = measure_coverage(key, checked, handles, reads, t0, keep_going=keep_going)
                 if on_coverage is not None:
                     on_coverage(cov)
         finally:
@@ -131,30 +178,3 @@ def replay_profile(key: str, refs: list[tuple[str, str | None]], *, cache_dir: s
             on_error(f"profile {key}", exc)
         return False
 
-
-def _coverage(key: str, checked, handles: list, reads, t0: float,
-              keep_going: Callable[[], bool]):
-    """Watch the target until its reads settle, then measure and store the coverage."""
-    from headstart.profiles.coverage import Coverage, resident_bytes, settle, write_coverage
-    from headstart.settings import coverage_file
-
-    replay_seconds = time.monotonic() - t0
-    settled = settle(reads.total, reads.alive, keep_going=keep_going)
-    cov = Coverage(key=key, planned_bytes=checked.bytes, stale_files=len(checked.stale_files),
-                   replay_seconds=round(replay_seconds, 3), settled=settled,
-                   target_read_bytes=reads.total(),
-                   watched_seconds=round(time.monotonic() - t0, 3))
-    for h in handles:
-        st = h.stats
-        cov.replayed_bytes += st.bytes_read
-        cov.late_bytes += st.bytes_skipped_resident
-        cov.holds += st.holds
-        cov.held_seconds = round(cov.held_seconds + st.held_seconds, 3)
-    if cov.replayed_bytes:
-        # a lower bound: pages the target read back itself look resident again
-        resident = resident_bytes(checked.libraries + checked.weights)
-        cov.reclaimed_bytes = max(0, cov.replayed_bytes + cov.late_bytes - resident)
-    tracer.instant("replay coverage", cat="prefetch", **cov.to_dict())
-    _log("%s", cov.describe())
-    write_coverage(cov, coverage_file())
-    return cov

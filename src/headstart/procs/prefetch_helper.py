@@ -91,13 +91,63 @@ def main(argv: list[str]) -> int:
              "keep_going": lambda: _alive(parent)}
     imports_fd = spec.get("imports_fd")
     imports_done = _fd_signal(imports_fd) if isinstance(imports_fd, int) else None
-    say = _say if spec.get("verbose") else None
-    if spec.get("profile") and replay_profile(
-            spec["profile"], refs, imports_done=imports_done, target=parent,
-            on_coverage=(lambda cov: say(cov.describe())) if say else None, **where):
+    say = _say if spec.get("verbose") else (lambda _m: None)
+    key = spec.get("profile")
+    why = _why_record(key) if key else None
+    if key and why is None and replay_profile(
+            key, refs, imports_done=imports_done, target=parent,
+            on_coverage=lambda cov: say(cov.describe()), **where):
         return 0
-    prefetch_refs(refs, **where)
+    recording = None
+    if key and spec.get("record"):
+        recording = _record_in_background(spec, refs, why or "the profile was not usable",
+                                          where, say)
+    from headstart.watch.tree_io import TreeReads
+
+    reads = TreeReads(parent)
+    reads.start()
+    prefetch_refs(refs, target_reads=reads, imports_done=imports_done, **where)
+    if recording is not None:
+        recording.join()
     return 0
+
+
+def _why_record(key: str) -> str | None:
+    """Why this start records a new profile instead of replaying: none stored yet, or the
+    last replayed start found it poor (see :mod:`headstart.profiles.coverage`)."""
+    from headstart.profiles.coverage import rerecord_reason
+    from headstart.profiles.key import profile_file
+
+    if not os.path.isfile(profile_file(key)):
+        return "no profile yet"
+    return rerecord_reason(key)
+
+
+def _record_in_background(spec: dict, refs: list, why: str, where: dict, say):
+    """Start recording this start's profile in a thread of this helper (the target is not
+    ours: it is watched by pid)."""
+    import threading
+
+    from headstart.profiles.autorecord import record_live
+
+    def work() -> None:
+        snapshot = None
+        if refs:
+            from headstart.models.resolve import resolve_model
+
+            try:
+                snapshot = resolve_model(refs[0][0], revision=refs[0][1],
+                                         cache_dir=where["cache_dir"], hub=where["hub"])
+            except Exception as exc:  # recorded without the model: its files are libraries
+                say(f"recording without the model ({exc})")
+        record_live(int(spec["parent"]), key=spec["profile"], identity=spec["identity"],
+                    command=list(spec.get("command") or []), snapshot=snapshot,
+                    keep_going=where["keep_going"], say=say)
+
+    say(f"recording a startup profile during this start ({why})")
+    thread = threading.Thread(target=work, name="headstart-record", daemon=True)
+    thread.start()
+    return thread
 
 
 if __name__ == "__main__":

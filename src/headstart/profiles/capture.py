@@ -63,7 +63,7 @@ class Captured:
 def capture(root_pid: int, recorder: Recorder, weight_sampler: WeightSampler | None, *,
             weights: Collection[str] = (), t_start_ns: int,
             extra_paths: Sequence[str] = (), trim_mapped: bool = True,
-            include_root: bool | None = None) -> Captured:
+            include_root: bool | None = None, whole_weights: bool = False) -> Captured:
     """Stop ``recorder`` and ``weight_sampler`` (both started by the caller) and capture
     what the tree rooted at ``root_pid`` read since ``t_start_ns`` (``time.time_ns()``).
 
@@ -72,7 +72,9 @@ def capture(root_pid: int, recorder: Recorder, weight_sampler: WeightSampler | N
     follow the recorder's in path order (the maps recorder misses unmapped files).
     ``trim_mapped``: keep only the touched pages of files the tree still maps; the tree's
     pids are counted as :class:`~headstart.profiles.recorders.ProcessTree` does, with
-    ``include_root``.
+    ``include_root``. ``whole_weights``: every weight file the tree opened is recorded
+    whole instead of by residency (a start that read the model's files ahead of the loader
+    itself: residency then says what was read ahead, not what the loader needs).
     """
     t_ready = time.monotonic()
     touched: dict[str, bytearray] = {}
@@ -90,7 +92,7 @@ def capture(root_pid: int, recorder: Recorder, weight_sampler: WeightSampler | N
         known = set(paths)
         paths += sorted(p for p in _walk_files(list(extra_paths)) if p not in known)
     files, runs, skipped_written, trimmed = _scan(paths, weights, t_start_ns, touched,
-                                                  first_open)
+                                                  first_open, whole_weights)
     times = weight_sampler.times() if weight_sampler is not None else _UNSAMPLED
     merged, ranges = merge_duplicates(files, startup_ranges(files, runs, times))
     return Captured(files=merged, ranges=ranges, mechanism=recorder.mechanism,
@@ -101,8 +103,8 @@ def capture(root_pid: int, recorder: Recorder, weight_sampler: WeightSampler | N
 
 
 def _scan(paths: list[str], weights: Collection[str], t_start_ns: int,
-          touched: dict[str, bytearray], first_open: dict[str, float]
-          ) -> tuple[list[FileEntry], list[list[Run]], int, int]:
+          touched: dict[str, bytearray], first_open: dict[str, float],
+          whole_weights: bool = False) -> tuple[list[FileEntry], list[list[Run]], int, int]:
     """An entry and the (trimmed) resident runs of each path that is an input with
     resident pages; plus how many paths were skipped as written and bytes trimmed."""
     files: list[FileEntry] = []
@@ -114,13 +116,16 @@ def _scan(paths: list[str], weights: Collection[str], t_start_ns: int,
             if st.st_mtime_ns >= t_start_ns or st.st_ctime_ns >= t_start_ns:
                 skipped_written += 1
                 continue
-            runs = resident_runs(path)
+            real = os.path.realpath(path)
+            if whole_weights and real in weights:
+                runs = [(0, st.st_size)] if st.st_size else []
+            else:
+                runs = resident_runs(path)
         except OSError:
             continue
         if not runs:
             continue
-        real = os.path.realpath(path)
-        if real in touched:
+        if real in touched and not (whole_weights and real in weights):
             before = sum(n for _o, n in runs)
             runs = trim_to_touched(runs, touched[real])
             trimmed += before - sum(n for _o, n in runs)

@@ -34,8 +34,8 @@ from dataclasses import asdict, dataclass
 
 from headstart.pagecache.ranges import Range
 
-__all__ = ["POOR_FRACTION", "POOR_MIN_BYTES", "Coverage", "coverage_path", "rerecord_reason",
-           "resident_bytes", "settle", "write_coverage"]
+__all__ = ["POOR_FRACTION", "POOR_MIN_BYTES", "Coverage", "coverage_path", "measure_coverage",
+           "rerecord_reason", "resident_bytes", "settle", "write_coverage"]
 
 POOR_FRACTION = 0.10
 POOR_MIN_BYTES = 64 * 2**20
@@ -123,6 +123,36 @@ def settle(total: Callable[[], int], alive: Callable[[], bool], *, quiet: float 
             return "limit"
 
 
+def measure_coverage(key: str, checked, handles: Sequence, reads, t0: float, *,
+                     keep_going: Callable[[], bool] = lambda: True,
+                     quiet: float = 5.0) -> Coverage:
+    """After a replay (``handles``, started at ``t0``) of ``checked`` (a ``Validated``):
+    watch ``reads`` (the target's :class:`~headstart.watch.tree_io.TreeReads`) until they
+    settle, then measure, trace and store the coverage (sidecar, ``HEADSTART_COVERAGE_FILE``)."""
+    from headstart.settings import coverage_file
+    from headstart.trace import tracer
+
+    replay_seconds = time.monotonic() - t0
+    settled = settle(reads.total, reads.alive, quiet=quiet, keep_going=keep_going)
+    cov = Coverage(key=key, planned_bytes=checked.bytes, stale_files=len(checked.stale_files),
+                   replay_seconds=round(replay_seconds, 3), settled=settled,
+                   target_read_bytes=reads.total(),
+                   watched_seconds=round(time.monotonic() - t0, 3))
+    for h in handles:
+        st = h.stats
+        cov.replayed_bytes += st.bytes_read
+        cov.late_bytes += st.bytes_skipped_resident
+        cov.holds += st.holds
+        cov.held_seconds = round(cov.held_seconds + st.held_seconds, 3)
+    if cov.replayed_bytes:
+        # a lower bound: pages the target read back itself look resident again
+        resident = resident_bytes(checked.libraries + checked.weights)
+        cov.reclaimed_bytes = max(0, cov.replayed_bytes + cov.late_bytes - resident)
+    tracer.instant("replay coverage", cat="prefetch", **cov.to_dict())
+    write_coverage(cov, coverage_file())
+    return cov
+
+
 def resident_bytes(ranges: Sequence[Range]) -> int:
     """Bytes of ``ranges`` resident now (cachestat; a range it cannot answer counts as
     resident, so that an unknown is never reported as reclaimed)."""
@@ -151,7 +181,9 @@ def write_coverage(cov: Coverage, extra_path: str | None = None) -> None:
             continue
         tmp = f"{path}.{os.getpid()}.tmp"
         try:
-            with open(tmp, "w", encoding="utf-8") as fh:
+            # 0600 like the profile: it names what the target reads
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 fh.write(data)
             os.replace(tmp, path)
         except OSError:

@@ -145,13 +145,19 @@ def list_profiles() -> list[tuple[str, Profile | None]]:
     folder = profiles_dir()
     try:
         names = sorted(n for n in os.listdir(folder)
-                       if n.endswith(".json") and not n.startswith("."))
+                       if n.endswith(".json") and not n.startswith(".")
+                       and not n.endswith(".coverage.json"))
     except OSError:
         return []
     return [(n[:-5], load_profile(n[:-5])) for n in names]
 
 
 def remove_profile(key: str) -> bool:
+    """Remove the profile and what its replays measured; False when there was none."""
+    from headstart.profiles.coverage import coverage_path
+
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(coverage_path(key))
     try:
         os.unlink(profile_path(key))
     except FileNotFoundError:

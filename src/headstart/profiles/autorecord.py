@@ -1,0 +1,235 @@
+"""Record a startup profile during an ordinary start (``headstart run`` with no profile).
+
+It runs in the replay helper, never in the target: a forked copy of ``headstart run``
+started before the target's first import (or the helper of an exec'd target). Rules:
+
+* **Nothing the target sees changes**: the helper only watches (fanotify as root, else
+  ``/proc/PID/maps`` sampling), reads ``/proc`` and the page cache's residency, and writes
+  the profile into headstart's own cache, atomically. It never evicts anything.
+* **Ready, detected from outside**: the target's tree holds a listening TCP socket and
+  has opened no new file for ``QUIET`` seconds. (Reads are not waited for: a first request
+  may read weights for a long time, and a benchmark stops the server right after it.) A
+  target that exits first, or never gets there within ``LIMIT`` seconds, leaves no
+  profile.
+* **Loader order from the target's page tables**: weights are read ahead by the same
+  helper at the same time, so their residency says nothing about the loader; the
+  ``present`` bits of the tree's mappings of weight files (:class:`TouchSampler`) do.
+  A loader that reads with ``read()`` instead of a mapping leaves no trace there: its
+  chunks keep file order.
+
+What the page cache cannot tell at capture (the residency diff of
+:mod:`headstart.profiles.capture`): a start that was warm records every resident page of
+the files it opened, not only the ones it read; the first replayed start measures the
+coverage and a poor profile is recorded again (:mod:`headstart.profiles.coverage`).
+Without root, files read and closed without being mapped (``.py``, ``.pyc``, JSON) come from
+a residency scan of the Python installation, in path order, not first-open order.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Collection
+
+from headstart.profiles.layout import ChunkTimes
+
+__all__ = ["LIMIT", "QUIET", "TouchSampler", "record_live", "wait_ready"]
+
+QUIET = 1.0
+LIMIT = 600.0
+_PRESENT_OR_SWAPPED = bytes(1 if b & 0xC0 else 0 for b in range(256))
+
+
+class TouchSampler:
+    """First time each ``chunk`` of the weight files was seen mapped and present in the
+    tree's page tables (``/proc/PID/pagemap``), every ``interval`` seconds. Same interface
+    as :class:`~headstart.profiles.weights.WeightSampler` (``start``, ``stop``, ``times``)."""
+
+    def __init__(self, pids: Callable[[], list[int]], weights: Collection[str],
+                 chunk: int = 4 * 2**20, interval: float = 0.1) -> None:
+        self.pids = pids
+        self.weights = set(weights)
+        self.chunk = chunk
+        self.interval = interval
+        self.first: dict[tuple[str, int], int] = {}
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="headstart-touches",
+                                        daemon=True)
+
+    def start(self) -> None:
+        if self.weights:
+            self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        self.sample()
+
+    def times(self) -> ChunkTimes:
+        return ChunkTimes(self.chunk, dict(self.first), self.samples)
+
+    def sample(self) -> None:
+        page = os.sysconf("SC_PAGE_SIZE")
+        per_chunk = self.chunk // page
+        for pid in self.pids():
+            for lo, hi, offset, path in _weight_maps(pid, self.weights):
+                try:
+                    fd = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY | os.O_CLOEXEC)
+                except OSError:
+                    continue
+                try:
+                    raw = os.pread(fd, (hi - lo) // page * 8, lo // page * 8)
+                except OSError:
+                    continue
+                finally:
+                    os.close(fd)
+                # bit 63 (present) or 62 (swapped) sits in the top byte of each entry
+                present = raw[7::8].translate(_PRESENT_OR_SWAPPED)
+                first_page = offset // page
+                for i in range(0, len(present), per_chunk):
+                    if 1 in present[i:i + per_chunk]:
+                        for c in {(first_page + i) // per_chunk,
+                                  (first_page + min(len(present), i + per_chunk) - 1)
+                                  // per_chunk}:
+                            self.first.setdefault((path, c), self.samples)
+        self.samples += 1
+
+
+def _weight_maps(pid: int, weights: set[str]) -> list[tuple[int, int, int, str]]:
+    out = []
+    try:
+        with open(f"/proc/{pid}/maps", "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return out
+    for line in data.splitlines():
+        parts = line.split(None, 5)
+        if len(parts) < 6 or not parts[5].startswith(b"/"):
+            continue
+        path = os.path.realpath(os.fsdecode(parts[5]))
+        if path in weights:
+            lo, _, hi = parts[0].partition(b"-")
+            out.append((int(lo, 16), int(hi, 16), int(parts[2], 16), path))
+    return out
+
+
+def wait_ready(root: int, opened: Callable[[], int], *, quiet: float = QUIET,
+               limit: float = LIMIT, interval: float = 0.25,
+               keep_going: Callable[[], bool] = lambda: True) -> str:
+    """Wait until the tree of ``root`` listens on a TCP port and has opened no new file
+    (``opened()`` unchanged) for ``quiet`` seconds. Returns ``ready``, ``exited``,
+    ``limit`` or ``cancelled``."""
+    from headstart.watch.procfs import read_stat
+    from headstart.watch.sockets import tree_listens
+
+    t0 = time.monotonic()
+    last = opened()
+    changed = t0
+    while True:
+        time.sleep(interval)
+        now = time.monotonic()
+        st = read_stat(root)
+        if st is None or st.state in ("Z", "X"):
+            return "exited"
+        if not keep_going():
+            return "cancelled"
+        state = opened()
+        if state != last:
+            last, changed = state, now
+        if now - changed >= quiet and tree_listens([root, *_descendants(root)]):
+            return "ready"
+        if now - t0 >= limit:
+            return "limit"
+
+
+def _descendants(pid: int) -> list[int]:
+    from headstart.watch.procfs import descendants
+
+    return descendants(pid)
+
+
+def _python_roots() -> list[str]:
+    """This interpreter's installation (the target's, for a forked helper): what the maps
+    recorder's residency scan covers."""
+    import sysconfig
+
+    paths = sysconfig.get_paths()
+    roots = [sys.executable, *(paths.get(k) for k in ("stdlib", "platstdlib", "purelib",
+                                                        "platlib"))]
+    out: list[str] = []
+    for p in roots:
+        if p and os.path.exists(p):
+            real = os.path.realpath(p)
+            if not any(real == o or real.startswith(o.rstrip("/") + "/") for o in out):
+                out.append(real)
+    return out
+
+
+def record_live(target: int, *, key: str, identity: dict, command: list[str],
+                snapshot=None, keep_going: Callable[[], bool] = lambda: True,
+                say: Callable[[str], None] = lambda _m: None, mechanism: str = "auto",
+                quiet: float = QUIET, limit: float = LIMIT) -> str | None:
+    """Record the start of ``target`` (a pid, already running) until it is ready; save and
+    return the profile's path, or None (the reason goes to ``say``). Never raises."""
+    try:
+        return _record(target, key, identity, command, snapshot, keep_going, say, mechanism,
+                       quiet, limit)
+    except Exception as exc:  # best-effort by contract: the target is not ours to harm
+        say(f"recording a profile failed: {type(exc).__name__}: {exc}")
+        return None
+
+
+def _record(target, key, identity, command, snapshot, keep_going, say, mechanism, quiet,
+            limit) -> str | None:
+    from headstart.profiles.capture import build_profile, capture
+    from headstart.profiles.recorders import make_recorder, tree_pids
+    from headstart.profiles.store import dist_names, save_profile
+
+    t_start = time.time_ns()
+    t0 = time.monotonic()
+    weights = {f.real_path for f in snapshot.weight_files} if snapshot else set()
+    roots = _python_roots()
+    mark = ["/", *roots, os.getcwd(), *([snapshot.root] if snapshot else [])]
+    recorder = make_recorder(mechanism, mark, root_pid=target, include_root=True)
+    touches = TouchSampler(lambda: tree_pids(target, True), weights)
+    recorder.start()
+    touches.start()
+    captured = None
+    try:
+        why = wait_ready(target, lambda: len(recorder.ordered()), quiet=quiet, limit=limit,
+                         keep_going=keep_going)
+        if why != "ready":
+            say(f"no profile recorded: the target {why} before it was ready")
+            return None
+        scan = []
+        if recorder.mechanism == "maps":
+            scan = [*roots, *(f.real_path for f in snapshot.files)] if snapshot else roots
+        captured = capture(target, recorder, touches, weights=weights, t_start_ns=t_start,
+                           extra_paths=scan, include_root=True,
+                           whole_weights=True)  # stops both
+    finally:
+        if captured is None:
+            recorder.stop()
+            touches.stop()
+    site = [p for p in roots if p.endswith("-packages")]
+    profile = build_profile(
+        captured, key=key, identity=identity, command=command,
+        snapshot={"root": snapshot.root, "commit": snapshot.commit, "source": snapshot.source}
+        if snapshot else None,
+        dists=dist_names(site), ready_seconds=time.monotonic() - t0 - quiet,
+        python=sys.version.split()[0], interpreter=sys.executable)
+    profile.stats["recorded_by"] = "headstart run"
+    path = save_profile(profile)
+    missed = ("" if recorder.mechanism == "fanotify" else "; without root, files read "
+              "without being mapped are in path order, not first-open order")
+    say(f"recorded startup profile {key}: {len(profile.files)} files, "
+        f"{profile.total_bytes / 1e6:.1f} MB ({recorder.mechanism}{missed})")
+    return path
