@@ -1,0 +1,193 @@
+"""`headstart run` records a startup profile by itself, on real processes and files.
+
+The target is a small server: it reads a library-like file, maps the model's weights and
+touches every page, then listens on a TCP port until it is stopped. Nothing here is mocked:
+fanotify (root) or maps sampling watch it, residency comes from the real page cache.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from _pagecache_util import MiB, make_file, require_disk
+
+PY = sys.executable
+
+SERVER = textwrap.dedent("""
+    import mmap, os, socket, sys, time
+    lib, weights = sys.argv[1], sys.argv[2]
+    time.sleep(1.0)  # a server imports for a while; files read before the recorder is up
+    with open(lib, "rb") as fh:                 # (~0.1 s) are not in the profile
+        fh.read()
+    fd = os.open(weights, os.O_RDONLY)
+    m = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
+    total = sum(m[i] for i in range(0, len(m), 4096))
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen()
+    print("listening", s.getsockname()[1], flush=True)
+    time.sleep(float(sys.argv[3]) if len(sys.argv) > 3 else 60)
+    sys.exit(int(sys.argv[4]) if len(sys.argv) > 4 else 0)
+""")
+
+
+@pytest.fixture
+def setup(tmp_path):
+    require_disk(tmp_path)
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text('{"model_type": "qwen2"}')
+    weights = make_file(model / "model.safetensors", 6 * MiB)
+    lib = make_file(tmp_path / "library.py", 2 * MiB)
+    server = tmp_path / "server.py"
+    server.write_text(SERVER)
+    cache = tmp_path / "cache"
+    env = dict(os.environ, HEADSTART_CACHE=str(cache), XDG_RUNTIME_DIR="")
+    env.pop("HEADSTART_DISABLE", None)
+    return {"model": str(model), "weights": weights, "lib": lib, "server": str(server),
+            "cache": cache, "env": env}
+
+
+def _profiles(cache) -> list[str]:
+    folder = cache / "profiles"
+    if not folder.is_dir():
+        return []
+    return sorted(str(folder / n) for n in os.listdir(folder)
+                  if n.endswith(".json") and not n.endswith(".coverage.json")
+                  and not n.startswith("."))
+
+
+def _start(s, *args: str, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen([PY, "-m", "headstart", "run", "-v", "--model", s["model"], "--",
+                             PY, s["server"], s["lib"], s["weights"], *args],
+                            env=env or s["env"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_profile(cache, timeout: float = 30.0, newer_than: float = 0.0) -> str | None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for p in _profiles(cache):
+            if os.stat(p).st_mtime > newer_than:
+                return p
+        time.sleep(0.1)
+    return None
+
+
+def test_a_start_without_a_profile_records_one(setup):
+    from headstart.profiles.store import Profile
+
+    proc = _start(setup)
+    try:
+        assert proc.stdout.readline().startswith("listening")
+        path = _wait_for_profile(setup["cache"])
+        assert path is not None, "no profile was recorded"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGTERM  # the target's own death, passed through
+    assert "recorded startup profile" in err
+    with open(path) as fh:
+        profile = Profile.from_dict(json.load(fh))
+    by_path = {f.path: f for f in profile.files}
+    assert by_path[os.path.realpath(setup["lib"])].role == "library"
+    w = by_path[os.path.realpath(setup["weights"])]
+    assert w.role == "weights"
+    index = profile.files.index(w)
+    assert sum(n for i, _o, n in profile.ranges if i == index) == 6 * MiB  # whole
+    lib_index = profile.files.index(by_path[os.path.realpath(setup["lib"])])
+    assert sum(n for i, _o, n in profile.ranges if i == lib_index) == 2 * MiB
+    # libraries come before weights in the replay order
+    roles = [profile.files[i].role for i, _o, _n in profile.ranges]
+    assert roles.index("weights") > roles.index("library")
+    assert profile.stats["recorded_by"] == "headstart run"
+
+
+def test_a_target_that_exits_before_it_is_ready_leaves_no_profile(setup):
+    proc = _start(setup, "0", "3")  # exits with status 3 before it listens long enough
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 3
+    assert out.startswith("listening")
+    time.sleep(1.0)  # the helper notices the exit within a sampling period
+    assert _profiles(setup["cache"]) == []
+
+
+def test_a_corrupt_profile_is_recorded_again_and_the_target_runs_as_usual(setup):
+    first = _start(setup)
+    try:
+        first.stdout.readline()
+        path = _wait_for_profile(setup["cache"])
+        assert path
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=30)
+    with open(path, "w") as fh:
+        fh.write('{"format": 1, "key": tru')  # truncated
+    written = os.stat(path).st_mtime
+    second = _start(setup)
+    try:
+        assert second.stdout.readline().startswith("listening")
+        assert _wait_for_profile(setup["cache"], newer_than=written) == path
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.communicate(timeout=30)
+    assert second.returncode == -signal.SIGTERM
+    from headstart.profiles.store import Profile
+
+    with open(path) as fh:
+        Profile.from_dict(json.load(fh))  # valid again
+
+
+def test_a_poor_profile_is_replaced_the_old_one_kept_until_then(setup, monkeypatch):
+    from headstart.profiles.coverage import Coverage, coverage_path
+
+    monkeypatch.setenv("HEADSTART_CACHE", str(setup["cache"]))
+    first = _start(setup)
+    try:
+        first.stdout.readline()
+        path = _wait_for_profile(setup["cache"])
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=30)
+    key = os.path.basename(path)[:-len(".json")]
+    time.sleep(0.05)
+    poor = Coverage(key=key, replayed_bytes=100 * MiB, target_read_bytes=200 * MiB,
+                    created=time.time())
+    with open(coverage_path(key), "w") as fh:  # what a poor replayed start left
+        json.dump(poor.to_dict(), fh)
+    written = os.stat(path).st_mtime
+    second = _start(setup)
+    try:
+        second.stdout.readline()
+        assert os.path.exists(path)  # kept while the new one is recorded
+        assert _wait_for_profile(setup["cache"], newer_than=written) == path
+    finally:
+        second.send_signal(signal.SIGTERM)
+        _, err = second.communicate(timeout=30)
+    assert "the target still read" in err  # -v says why it recorded again
+
+
+def test_an_unwritable_profile_folder_harms_nothing(setup, tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    env = dict(setup["env"], HEADSTART_CACHE=str(blocker / "cache"))
+    proc = _start(setup, "2", "0", env=env)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and out.startswith("listening")
+    assert "recording a profile failed" in err or "no profile recorded" in err
+
+
+def test_auto_record_off(setup):
+    env = dict(setup["env"], HEADSTART_AUTO_RECORD="0")
+    proc = _start(setup, "3", "0", env=env)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    assert "recording" not in err
+    assert _profiles(setup["cache"]) == []
