@@ -16,6 +16,7 @@ import textwrap
 import time
 
 import pytest
+
 from _pagecache_util import MiB, make_file, require_disk
 
 PY = sys.executable
@@ -112,7 +113,7 @@ def test_a_start_without_a_profile_records_one(setup):
 
 def test_a_target_that_exits_before_it_is_ready_leaves_no_profile(setup):
     proc = _start(setup, "0", "3")  # exits with status 3 before it listens long enough
-    out, err = proc.communicate(timeout=60)
+    out, _err = proc.communicate(timeout=60)
     assert proc.returncode == 3
     assert out.startswith("listening")
     time.sleep(1.0)  # the helper notices the exit within a sampling period
@@ -187,7 +188,7 @@ def test_an_unwritable_profile_folder_harms_nothing(setup, tmp_path):
 def test_auto_record_off(setup):
     env = dict(setup["env"], HEADSTART_AUTO_RECORD="0")
     proc = _start(setup, "3", "0", env=env)
-    out, err = proc.communicate(timeout=60)
+    _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0
     assert "recording" not in err
     assert _profiles(setup["cache"]) == []
