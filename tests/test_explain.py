@@ -171,3 +171,36 @@ def test_bad_options(tmp_path: Path, bad: list[str]) -> None:
     proc = _explain(tmp_path, *args)
     assert proc.returncode == 2
     assert "headstart explain: error:" in proc.stderr
+
+
+def test_ctrl_c_tears_down_the_tree_and_writes_what_was_measured(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    script = ("import subprocess, sys, time; p = subprocess.Popen([sys.executable, '-c', "
+              "'import time; time.sleep(60)'], start_new_session=True); "
+              "print(p.pid, flush=True); time.sleep(60)")
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "headstart", "explain", "--out", str(out), "--no-plot",
+         "--no-evict-env", "--no-classes", "--cold-only", "--grace", "2", "--ready-log",
+         "never", "--", sys.executable, "-c", script],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    log = out / "cold" / "stdout.log"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (log.exists() and log.read_text().strip()):
+            time.sleep(0.05)
+        child = int(log.read_text())
+        time.sleep(0.1)  # one sample with the child in the tree
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, stderr.decode()
+    assert not _alive(child)
+    start = json.loads((out / "explain.json").read_text())["starts"][0]
+    assert start["result"]["outcome"] == "interrupted"
+    assert child in start["left_behind"]
