@@ -250,3 +250,15 @@ def test_cli_writes_and_refuses(tmp_path, capsys) -> None:
     assert main(["demo-model", str(out), "--size", "8M"]) == 2
     assert "not empty" in capsys.readouterr().err
     assert main(["demo-model", str(tmp_path / "h"), "--size", "8M", "--hf-cache"]) == 2
+
+
+def test_demo_picks_bfloat16_only_where_the_cpu_has_it(tmp_path):
+    from headstart.commands.demo import demo_dtype
+
+    with_bf16 = tmp_path / "a"
+    with_bf16.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16\n")
+    without = tmp_path / "b"
+    without.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 fma\n")
+    assert demo_dtype(str(with_bf16)) == "bfloat16"
+    assert demo_dtype(str(without)) == "float32"
+    assert demo_dtype(str(tmp_path / "missing")) == "float32"

@@ -40,8 +40,10 @@ from __future__ import annotations
 import os
 
 __all__ = [
+    "COVERAGE_FILE_ENV",
     "REPLAY_DEFAULTS",
     "RUN_PREFETCH_DEFAULTS",
+    "auto_record",
     "coverage_file",
     "env_bool",
     "env_str",
@@ -125,10 +127,17 @@ def replay_options() -> dict[str, object]:
     return opts
 
 
+COVERAGE_FILE_ENV = "HEADSTART_COVERAGE_FILE"
+
+
 def coverage_file() -> str | None:
-    """``HEADSTART_AUTO_RECORD``  false: a start with no profile does not record one
-``HEADSTART_COVERAGE_FILE``: where a replayed start writes its coverage report."""
-    return env_str("HEADSTART_COVERAGE_FILE")
+    """``HEADSTART_COVERAGE_FILE``: where a replayed start writes its coverage report."""
+    return env_str(COVERAGE_FILE_ENV)
+
+
+def auto_record() -> bool:
+    """``HEADSTART_AUTO_RECORD`` (default true): a start with no profile records one."""
+    return bool(env_bool("HEADSTART_AUTO_RECORD", True))
 
 
 def _env_size(name: str, *, least: int) -> int | None:

@@ -154,10 +154,9 @@ def _start_prefetch_thread(plan: StartupPlan, started: Started) -> None:
 def _records(plan: StartupPlan) -> bool:
     """Whether a start without a profile records one (its helper decides when, see
     ``prefetch_helper``): a target with a model, unless ``HEADSTART_AUTO_RECORD=0``."""
-    from headstart.settings import env_bool
+    from headstart.settings import auto_record
 
-    return bool(plan.profile_key) and plan.prefetch and bool(
-        env_bool("HEADSTART_AUTO_RECORD", True))
+    return bool(plan.profile_key) and plan.prefetch and auto_record()
 
 
 def _identity(plan: StartupPlan) -> dict | None:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 from headstart.bench.probes import Probe
 from headstart.bench.runner import INTERRUPTED, RunResult, run_once
+from headstart.settings import COVERAGE_FILE_ENV
 
 __all__ = ["MODES", "BenchConfig", "BenchResult", "Variant", "evict_checked", "run_bench",
            "schedule"]
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 MODES = ("cold", "warm")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 RESIDUAL_WARN_PERCENT = 1.0
+ESCAPE_GRACE = 3.0  # seconds a process that left the run's session has to exit by itself
 
 
 @dataclass
@@ -182,8 +184,10 @@ def run_bench(config: BenchConfig, say: Callable[[str], None] = lambda _m: None)
         r.eviction = eviction
         if throttles:
             # Anything still in the throttle cgroup escaped the session (setsid + fork):
-            # kill it so it cannot hold the port or the disk during the next run.
-            escaped = throttles[0].procs()
+            # kill it so it cannot hold the port or the disk during the next run. A
+            # replay helper notices its target is gone by itself and writes its report
+            # first: it is given ESCAPE_GRACE seconds for that.
+            escaped = _wait_gone(throttles[0].procs, ESCAPE_GRACE)
             for pid in escaped:
                 with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGKILL)
@@ -191,6 +195,8 @@ def run_bench(config: BenchConfig, say: Callable[[str], None] = lambda _m: None)
                 r.killed += escaped
                 result.warnings.append(f"{mode}/{variant.name}/{folder}: killed {len(escaped)} "
                                        "process(es) that had left the run's session")
+        r.coverage = _coverage_of(run_dir, wait=0.0 if throttles or variant.name == "baseline"
+                                  else 1.0)
         if trace_path and os.path.exists(trace_path):
             r.trace = trace_path
         if r.port_free_after is False:
@@ -246,10 +252,39 @@ def run_bench(config: BenchConfig, say: Callable[[str], None] = lambda _m: None)
     return result
 
 
+def _coverage_of(run_dir: str, wait: float) -> dict | None:
+    """The replay coverage a run's helper wrote (waiting up to ``wait`` s for it)."""
+    import json
+
+    path = os.path.join(run_dir, "coverage.json")
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                return json.load(fh)
+        except (OSError, ValueError):
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.1)
+
+
+def _wait_gone(procs: Callable[[], list[int]], grace: float) -> list[int]:
+    """The pids ``procs()`` still lists after up to ``grace`` seconds."""
+    deadline = time.monotonic() + grace
+    left = procs()
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        left = procs()
+    return left
+
+
 def _run(config: BenchConfig, argv: list[str], run_dir: str, preexec) -> RunResult:
-    """run_once, and the run's phases when the adapter names milestones in its logs."""
+    """run_once, and the run's phases when the adapter names milestones in its logs; a
+    replayed start's coverage report goes to ``coverage.json`` in the run's folder."""
     watch: dict = {}
-    r = run_once(argv, config.probe, run_dir, timeout=config.timeout, env=config.env,
+    env = dict(config.env if config.env is not None else os.environ)
+    env[COVERAGE_FILE_ENV] = os.path.join(run_dir, "coverage.json")
+    r = run_once(argv, config.probe, run_dir, timeout=config.timeout, env=env,
                  cwd=config.cwd, poll_interval=config.poll_interval, grace=config.grace,
                  port_wait=config.port_wait, preexec_fn=preexec, stop_signal=config.stop_signal,
                  on_start=_phase_watch(config, run_dir, watch) if config.log_phases else None)

@@ -86,6 +86,30 @@ def _phase_table(result: BenchResult) -> list[str]:
     return lines
 
 
+def _coverage_table(result: BenchResult) -> list[str]:
+    """Medians of what each replayed start measured (headstart.profiles.coverage)."""
+    cells: dict[tuple[str, str], list[dict]] = {}
+    for r in result.runs:
+        if r.ok and r.coverage:
+            cells.setdefault((r.mode, r.variant), []).append(r.coverage)
+    if not cells:
+        return []
+    lines = ["", "Replay coverage (medians over the runs that replayed a profile; the target's "
+             "own reads are what it still fetched from storage itself):", "",
+             "| mode | variant | runs | coverage | replayed | target read itself | late "
+             "| reclaimed | stood back |", "|---|---|---|---|---|---|---|---|---|"]
+    for (mode, variant), covs in cells.items():
+        def med(key: str, covs: list[dict] = covs) -> float:
+            return statistics.median(float(c.get(key) or 0) for c in covs)
+
+        lines.append(f"| {mode} | {variant} | {len(covs)} | {100 * med('fraction'):.0f} % "
+                     f"| {med('replayed_bytes') / 1e6:.0f} MB "
+                     f"| {med('target_read_bytes') / 1e6:.0f} MB "
+                     f"| {med('late_bytes') / 1e6:.0f} MB | {med('reclaimed_bytes') / 1e6:.0f} MB "
+                     f"| {med('held_seconds'):.2f} s |")
+    return lines
+
+
 def _signed(x: float, unit: str) -> str:
     sign = "\u2212" if x < 0 else "+"  # a real minus sign, as the seed's table has
     return f"{sign}{abs(x):.2f} s" if unit == "s" else f"{sign}{abs(x):.1f} %"
@@ -137,6 +161,7 @@ def markdown(result: BenchResult, baseline: str = "baseline") -> str:
         lines.append(f"| {row['mode']} | {row['variant']} | {ok} | {med} | {spread} | {mmm} "
                      f"| {delta} | {pct} |")
     lines += _phase_table(result)
+    lines += _coverage_table(result)
     failed = [r for r in [*result.warmups, *result.runs] if not r.ok]
     if failed:
         lines.append("")

@@ -66,6 +66,7 @@ class RunResult:
     eviction: dict | None = None
     trace: str | None = None
     phases: list[dict] = field(default_factory=list)  # from the server's log lines
+    coverage: dict | None = None  # a replayed start's coverage (headstart.profiles.coverage)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -27,6 +27,9 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help_text: str
     p = sub.add_parser(name, help=help_text, description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", default="2G", help="demo model size (default 2G)")
+    p.add_argument("--dtype", choices=["bfloat16", "float32"],
+                   help="weights' type (default: bfloat16 where the CPU has native bf16, "
+                        "else float32)")
     p.add_argument("--runs", type=int, default=3, help="runs per variant and mode (default 3)")
     p.add_argument("--modes", default="cold,warm", help="cold, warm or cold,warm (default)")
     p.add_argument("--disk-bps", default=None, metavar="SIZE",
@@ -60,17 +63,35 @@ def _transformers_cli() -> str:
     return cli
 
 
+def demo_dtype(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """bfloat16 where the CPU computes it natively (AVX512-BF16 or AMX), else float32.
+
+    A CPU without either converts every bf16 matrix product, and the demo's first chat
+    completion then costs seconds of CPU that have nothing to do with starting up; float32
+    of the same size in bytes keeps the reads the same and the arithmetic native."""
+    try:
+        with open(cpuinfo, encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return "bfloat16" if flags & {"avx512_bf16", "amx_bf16"} else "float32"
+    except OSError:
+        pass
+    return "float32"
+
+
 def _demo_model(args: argparse.Namespace) -> str:
     from headstart.bench.demo_model import make_demo_model
     from headstart.settings import headstart_cache
 
+    dtype = args.dtype or demo_dtype()
     folder = args.model_dir or os.path.join(headstart_cache(), "demo",
-                                            f"qwen2-{args.size.lower()}-seed0")
+                                            f"qwen2-{args.size.lower()}-{dtype}-seed0")
     if os.path.isfile(os.path.join(folder, "headstart_demo.json")):
         _say(f"using the demo model in {folder}")
         return folder
-    _say(f"creating a {args.size} demo model in {folder} (once)")
-    return str(make_demo_model(folder, size=args.size, arch="qwen2", seed=0))
+    _say(f"creating a {args.size} {dtype} demo model in {folder} (once)")
+    return str(make_demo_model(folder, size=args.size, arch="qwen2", seed=0, dtype=dtype))
 
 
 def _throttle(args: argparse.Namespace) -> tuple[str | None, str]:
