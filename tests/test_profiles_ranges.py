@@ -169,3 +169,27 @@ def test_page_runs():
     assert page_runs(b"\x01\x01\x01", 3 * P - 100, P) == [(0, 3 * P - 100)]
     assert page_runs(b"\x01\x01\x00\x01", 4 * P - 100, P) == [(0, 2 * P), (3 * P, P - 100)]
     assert page_runs(b"\x00\x01\x00\x00\x01\x01", 6 * P, P) == [(P, P), (4 * P, 2 * P)]
+
+
+def test_touched_pages_sees_exactly_the_faulted_regions_of_two_mappings(tmp_path):
+    """A real mapping of a real file: the pages touched (and the kernel's 64 KiB
+    fault-around) are set, pages MiBs away are not; two mappings of one file are or-ed."""
+    import mmap
+    import os
+
+    from headstart.profiles.pagemap import touched_pages
+
+    path = tmp_path / "weights.bin"
+    path.write_bytes(os.urandom(16 * 2**20))
+    page = mmap.PAGESIZE
+    with open(path, "rb") as fh:
+        a = mmap.mmap(fh.fileno(), 0, prot=mmap.PROT_READ)
+        b = mmap.mmap(fh.fileno(), 0, prot=mmap.PROT_READ)
+        _ = a[0] + a[2048 * page]
+        _ = b[1024 * page]
+        bitmap = touched_pages([os.getpid()])[os.path.realpath(path)]
+        a.close()
+        b.close()
+    assert bitmap[0] == bitmap[2048] == bitmap[1024] == 1
+    assert bitmap[512] == 0 and bitmap[1536] == 0
+    assert len(bitmap) < 4096 or not any(bitmap[3000:])

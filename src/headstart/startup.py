@@ -61,9 +61,11 @@ def start_background(plan: StartupPlan) -> Started:
     """Start everything the plan asks for; returns at once, never raises."""
     started = Started()
     replaying = False
-    # the helper replays the profile, or records one while it reads the model's files
-    helper_reads = bool(plan.profile_key) and (_profile_exists(plan.profile_key)
-                                               or _records(plan))
+    # The helper replays the profile, or reads the model's whole files (and records a
+    # profile meanwhile, unless that is off). From a helper process both stand back while
+    # the target reads; a thread of ours could not tell its reads from the target's.
+    helper_reads = plan.prefetch or (bool(plan.profile_key)
+                                     and _profile_exists(plan.profile_key))
     if helper_reads:
         # A startup profile is replayed by a helper process, started before any thread of
         # ours: thousands of small library reads from a thread of this process would wait

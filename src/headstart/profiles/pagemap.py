@@ -20,13 +20,11 @@ residency of files that are still mapped at readiness, and always keeps each fil
 from __future__ import annotations
 
 import os
-from array import array
 
 __all__ = ["touched_pages"]
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
-_PRESENT = 1 << 63
-_SWAPPED = 1 << 62
+_TOP_BITS = bytes(1 if b & 0xC0 else 0 for b in range(256))
 
 
 def _maps(pid: int) -> list[tuple[int, int, int, str]]:
@@ -66,19 +64,27 @@ def touched_pages(pids: list[int]) -> dict[str, bytearray]:
                     raw = os.pread(fd, npages * 8, (lo // _PAGE) * 8)
                 except OSError:
                     continue
-                entries = array("Q")
-                entries.frombytes(raw[: len(raw) // 8 * 8])
+                # bits 63 (present) and 62 (swapped) are the top byte's two high bits:
+                # one translate over every 8th byte instead of a Python loop per page
+                present = raw[7: len(raw) // 8 * 8: 8].translate(_TOP_BITS)
+                last = present.rfind(1)
+                if last < 0:
+                    continue
                 first = offset // _PAGE
                 real = os.path.realpath(path)
                 bitmap = out.get(real)
-                for i, e in enumerate(entries):
-                    if e & (_PRESENT | _SWAPPED):
-                        page = first + i
-                        if bitmap is None:
-                            bitmap = out[real] = bytearray()
-                        if page >= len(bitmap):
-                            bitmap.extend(b"\0" * (page + 1 - len(bitmap)))
-                        bitmap[page] = 1
+                if bitmap is None:
+                    bitmap = out[real] = bytearray()
+                end = first + last + 1
+                if end > len(bitmap):
+                    bitmap.extend(bytes(end - len(bitmap)))
+                mine = present[: last + 1]
+                old = bytes(bitmap[first:end])
+                if old.count(0) != len(old):  # another mapping of the file: or the two maps
+                    n = len(mine)
+                    mine = (int.from_bytes(old, "big") | int.from_bytes(mine, "big")
+                            ).to_bytes(n, "big")
+                bitmap[first:end] = mine
         finally:
             os.close(fd)
     return out
