@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The cold-start matrix behind README's "Startup profiles" tables: `transformers serve` on a
+# 2 GB model, baseline against `headstart run`, every cell a `headstart bench` (3 runs per
+# cell, interleaved, cold = model and Python environment evicted). As root (disk throttle).
+#
+#   bash benchmarks/cold_start_matrix.sh [OUT]          # about 50 minutes on 2 cores
+#
+# 1. a first start with no profile (a fresh HEADSTART_CACHE every run; with and without the
+#    recording it makes), 2. recording R1 made by `headstart run` itself, benched at 150 MB/s,
+#    300 MB/s, 1 GB/s and unthrottled, 3. recordings R2 and R3 by `headstart record`, 300 MB/s,
+#    4. two more checkpoint layouts (transformers' save_pretrained; every shard's tensors in
+#    reverse order), each recorded by `headstart run`, 300 MB/s.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-bench-out/matrix}
+BIN=$(cd "$(dirname "$(command -v headstart)")" && pwd)
+PY=$BIN/python
+PORT=8812
+URL=http://127.0.0.1:$PORT/v1/chat/completions
+export HF_HUB_OFFLINE=1
+mkdir -p "$OUT"
+
+body() { printf '{"model": "%s", "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 8, "temperature": 0, "stream": false}' "$1"; }
+serve() { echo "$BIN/transformers serve --host 127.0.0.1 --port $PORT $1"; }
+bench() {  # NAME MODEL BPS MODES [bench options...]
+  local name=$1 model=$2 bps=$3 modes=$4; shift 4
+  local throttle=(); [ "$bps" = none ] || throttle=(--disk-bps "$bps")
+  echo "== $name ($bps, $modes)"
+  # shellcheck disable=SC2046
+  headstart bench --ready-request "$URL" "$(body "$model")" --model "$model" --runs 3 \
+    --modes "$modes" "${throttle[@]}" --out "$OUT/$name" "$@" -- $(serve "$model") \
+    | grep -E '^\|' || true
+}
+fresh_profile() {  # MODEL: forget its profile
+  headstart profiles list 2>/dev/null | awk -v m="$1" 'index($0, m" ") || $NF == m {print $1}' \
+    | while read -r key; do headstart profiles rm "$key" >/dev/null; done
+}
+auto_record() {  # MODEL: one cold `headstart run` start at 300 MB/s, which records the profile
+  fresh_profile "$1"
+  headstart bench --ready-request "$URL" "$(body "$1")" --model "$1" --runs 1 --modes cold \
+    --disk-bps 300MB --no-headstart-variant --out "$OUT/record-$(basename "$1")" \
+    --variant "recording=$PY -m headstart run -- $(serve "$1")" -- $(serve "$1") | grep -E '^\| cold' || true
+  sleep 4; headstart profiles list | grep -F "$1" || echo "no profile recorded for $1"
+}
+
+M=${MODEL:-/tmp/demo2g-f32}
+[ -d "$M" ] || headstart demo-model "$M" --size 2G --dtype float32
+# shellcheck disable=SC2016
+bench first-start "$M" 300MB cold \
+  --no-headstart-variant \
+  --variant "first=sh -c 'HEADSTART_CACHE=\$(mktemp -d) exec $PY -m headstart run -- $(serve "$M")'" \
+  --variant "first-norecord=sh -c 'HEADSTART_AUTO_RECORD=0 HEADSTART_CACHE=\$(mktemp -d) exec $PY -m headstart run -- $(serve "$M")'"
+
+auto_record "$M"                                     # R1
+for bps in 150MB 300MB 1GB none; do bench "R1-$bps" "$M" "$bps" cold,warm; done
+for r in R2 R3; do
+  fresh_profile "$M"
+  headstart record --ready-request "$URL" "$(body "$M")" -- $(serve "$M") | grep -E 'ready after|bytes'
+  bench "$r-300MB" "$M" 300MB cold,warm
+done
+
+for layout in save_pretrained reversed; do
+  L=/tmp/demo2g-$layout
+  [ -d "$L" ] || python benchmarks/relayout_model.py "$M" "$L" --layout "$layout"
+  auto_record "$L"
+  bench "$layout-300MB" "$L" 300MB cold,warm
+done
