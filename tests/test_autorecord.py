@@ -34,7 +34,12 @@ SERVER = textwrap.dedent("""
     s.bind(("127.0.0.1", 0))
     s.listen()
     print("listening", s.getsockname()[1], flush=True)
-    time.sleep(float(sys.argv[3]) if len(sys.argv) > 3 else 60)
+    if len(sys.argv) > 5:  # busy to the end: a new file every 0.2 s, then exit
+        for i in range(int(sys.argv[5])):
+            open(f"{lib}.{i}", "w").close()
+            time.sleep(0.2)
+    else:
+        time.sleep(float(sys.argv[3]) if len(sys.argv) > 3 else 60)
     sys.exit(int(sys.argv[4]) if len(sys.argv) > 4 else 0)
 """)
 
@@ -118,6 +123,24 @@ def test_a_target_that_exits_before_it_is_ready_leaves_no_profile(setup):
     assert out.startswith("listening")
     time.sleep(1.0)  # the helper notices the exit within a sampling period
     assert _profiles(setup["cache"]) == []
+
+
+def test_a_target_stopped_after_it_served_is_recorded_all_the_same(setup):
+    """Never quiet (a new file every 0.2 s while it listens), then it exits, as a server
+    stopped right after its first answer does: what it read is still in the page cache."""
+    proc = _start(setup, "0", "0", "10")
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and out.startswith("listening")
+    path = _wait_for_profile(setup["cache"], timeout=15)
+    assert path is not None, err
+    from headstart.profiles.store import Profile
+
+    with open(path) as fh:
+        profile = Profile.from_dict(json.load(fh))
+    paths = {f.path for f in profile.files}
+    assert os.path.realpath(setup["lib"]) in paths
+    assert os.path.realpath(setup["weights"]) in paths
+    assert not any(p.startswith(setup["lib"] + ".") for p in paths)  # its outputs
 
 
 def test_a_corrupt_profile_is_recorded_again_and_the_target_runs_as_usual(setup):

@@ -114,156 +114,192 @@ def readahead(ranges: Iterable[Range], *, window: int = DEFAULT_WINDOW,
     st = stats if stats is not None else PrefetchStats()
     st.method, st.workers, st.block_size = "willneed", 1, 0
     t0 = time.monotonic()
-    inflight: collections.deque[tuple[_Open, int, int]] = collections.deque()
-    inflight_bytes = 0
-    verified = False
-    seen: set[tuple[int, int]] = set()
-    pacing = slow_from is not None and slow_rate > 0 and released is not None
-    slow_t0 = 0.0
-    slow_bytes = 0
-    early = early_window is not None and released is not None
-    fired = False
-
-    def is_released(timeout: float) -> bool:
-        # the imports signal, asked until it fires and remembered after
-        nonlocal fired
-        if not fired and released is not None:
-            fired = bool(released(timeout))
-            if fired:
-                from headstart.trace import tracer
-
-                tracer.instant("replay released", cat="prefetch", bytes_read=st.bytes_read)
-        return fired
-
-    def limit() -> int:
-        # the in-flight bound now: small until the target's imports are done
-        nonlocal early
-        if early and is_released(0.0):
-            early = False
-        return min(window, early_window) if early else window  # type: ignore[type-var]
-
-    def stand_back() -> None:
-        # the target is reading from the disk: ask for nothing more until it stops
-        held = 0.0
-        while held < MAX_HOLD and yield_to():  # type: ignore[misc]
-            time.sleep(_HOLD_STEP)
-            held += _HOLD_STEP
-        if held:
-            st.held_seconds += held
-            st.holds += 1
-
-    def pace(n: int) -> None:
-        # sleep (waking at once on release) until n more bytes fit under slow_rate
-        nonlocal pacing, slow_t0, slow_bytes
-        if not slow_bytes:
-            slow_t0 = time.monotonic()
-        delay = slow_t0 + slow_bytes / slow_rate - time.monotonic()
-        if is_released(max(0.0, delay)):
-            pacing = False
-            return
-        slow_bytes += n
-
-    def retire() -> None:
-        nonlocal inflight_bytes, verified
-        entry, end, n = inflight.popleft()
-        inflight_bytes -= n
-        try:
-            os.pread(entry.fd, 1, end - 1)  # waits for the in-flight page
-            if not verified:
-                verified = True
-                start = end - n
-                # the advice ignored leaves only the page our pread faulted in
-                got = _resident_pages(entry.fd, start, n)
-                want = (end + _PAGE - 1) // _PAGE - start // _PAGE
-                if got is not None and want > 1 and got <= 1:
-                    raise ReadaheadUnsupported(f"WILLNEED left {got} of {want} pages")
-            st.bytes_read += n
-        except OSError as exc:
-            st.bytes_failed += n
-            st.errors.append((entry.path, f"read: {exc.strerror or exc}"))
-        finally:
-            entry.drop()
-
+    stream = _Stream(st, window=window, budget=budget, slow_from=slow_from,
+                     slow_rate=slow_rate, released=released, early_window=early_window,
+                     yield_to=yield_to, cancelled=cancelled)
     try:
         for index, (path, offset, length) in enumerate(ranges):
             if cancelled():
                 st.cancelled = True
                 break
-            try:
-                fd = syscalls.open_for_read(path)
-            except OSError as exc:
-                st.errors.append((path, exc.strerror or str(exc)))
-                continue
-            entry = _Open(path, fd)
-            try:
-                fst = os.fstat(fd)
-                if not stat_mod.S_ISREG(fst.st_mode):
-                    st.errors.append((path, "not a regular file"))
-                    continue
-                if (fst.st_dev, fst.st_ino) not in seen:
-                    seen.add((fst.st_dev, fst.st_ino))
-                    st.files += 1
-                end = fst.st_size if length is None else min(fst.st_size, offset + length)
-                offset = max(0, offset)
-                if end <= offset:
-                    continue
-                st.bytes_planned += end - offset
-                device_chunk = syscalls.readahead_window(fst.st_dev, _FALLBACK_CHUNK)
-                chunk = device_chunk
-                if chunk <= 0:
-                    if not verified:
-                        raise ReadaheadUnsupported(f"{path}: the device's readahead is 0")
-                    chunk = _PAGE  # one page per call still works where advice is honoured
-                with contextlib.suppress(OSError):
-                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
-                pos = offset
-                while pos < end:
-                    bound = limit()
-                    if chunk > 0 and device_chunk > 0:
-                        chunk = max(_PAGE, min(device_chunk, bound))
-                    n = min(chunk - pos % chunk, end - pos)  # chunk-aligned in the file
-                    pages = (pos + n + _PAGE - 1) // _PAGE - pos // _PAGE
-                    got = _resident_pages(fd, pos, n)
-                    if got is not None and got >= pages:
-                        st.bytes_skipped_resident += n
-                        pos += n
-                        continue
-                    if budget is not None and st.bytes_read + inflight_bytes + n > budget:
-                        st.truncated_by_budget = True
-                        st.bytes_over_budget += end - pos
-                        return st
-                    if pacing and index >= slow_from:  # type: ignore[operator]
-                        pace(n)
-                    if yield_to is not None and index >= (slow_from or 0):
-                        stand_back()
-                    os.posix_fadvise(fd, pos, n, os.POSIX_FADV_WILLNEED)
-                    entry.refs += 1
-                    inflight.append((entry, pos + n, n))
-                    inflight_bytes += n
-                    pos += n
-                    while inflight and (inflight_bytes > bound or len(inflight) > _MAX_OPEN):
-                        retire()
-                    if cancelled():
-                        st.cancelled = True
-                        return st
-            except OSError as exc:
-                st.errors.append((path, exc.strerror or str(exc)))
-            finally:
-                entry.drop()
+            if not stream.file(index, path, offset, length):
+                break
     except ReadaheadUnsupported:
-        while inflight:  # close without waiting: the caller reads on with the engine
-            inflight.popleft()[0].drop()
+        stream.abandon()  # close without waiting: the caller reads on with the engine
         raise
     finally:
         try:
-            while inflight:  # done, cancelled or over budget: leave nothing in flight
-                retire()
+            stream.drain()  # done, cancelled or over budget: leave nothing in flight
         except ReadaheadUnsupported:
-            while inflight:
-                inflight.popleft()[0].drop()
+            stream.abandon()
             raise
         st.elapsed = time.monotonic() - t0
         st.throughput = st.bytes_read / st.elapsed if st.elapsed > 0 else 0.0
         st.files_done = st.files
         st.done = True
     return st
+
+
+class _Stream:
+    """The state of one :func:`readahead` pass: chunks in flight, the imports signal, the
+    early pacing and the target's turn."""
+
+    def __init__(self, st: PrefetchStats, *, window: int, budget: int | None,
+                 slow_from: int | None, slow_rate: float,
+                 released: Callable[[float], bool] | None, early_window: int | None,
+                 yield_to: Callable[[], bool] | None, cancelled: Callable[[], bool]) -> None:
+        self.st = st
+        self.window = window
+        self.budget = budget
+        self.slow_from = slow_from
+        self.slow_rate = slow_rate
+        self.released = released
+        self.early_window = early_window
+        self.yield_to = yield_to
+        self.cancelled = cancelled
+        self.inflight: collections.deque[tuple[_Open, int, int]] = collections.deque()
+        self.inflight_bytes = 0
+        self.verified = False
+        self.seen: set[tuple[int, int]] = set()
+        self.pacing = slow_from is not None and slow_rate > 0 and released is not None
+        self.slow_t0 = 0.0
+        self.slow_bytes = 0
+        self.early = early_window is not None and released is not None
+        self.fired = False
+
+    def is_released(self, timeout: float) -> bool:
+        """The imports signal, asked until it fires and remembered after."""
+        if not self.fired and self.released is not None:
+            self.fired = bool(self.released(timeout))
+            if self.fired:
+                from headstart.trace import tracer
+
+                tracer.instant("replay released", cat="prefetch",
+                               bytes_read=self.st.bytes_read)
+        return self.fired
+
+    def limit(self) -> int:
+        """The in-flight bound now: small until the target's imports are done."""
+        if self.early and self.is_released(0.0):
+            self.early = False
+        return min(self.window, self.early_window) if self.early else self.window  # type: ignore[type-var]
+
+    def stand_back(self) -> None:
+        """The target is reading from the disk: ask for nothing more until it stops."""
+        held = 0.0
+        while held < MAX_HOLD and self.yield_to():  # type: ignore[misc]
+            time.sleep(_HOLD_STEP)
+            held += _HOLD_STEP
+        if held:
+            self.st.held_seconds += held
+            self.st.holds += 1
+
+    def pace(self, n: int) -> None:
+        """Sleep (waking at once on release) until n more bytes fit under slow_rate."""
+        if not self.slow_bytes:
+            self.slow_t0 = time.monotonic()
+        delay = self.slow_t0 + self.slow_bytes / self.slow_rate - time.monotonic()
+        if self.is_released(max(0.0, delay)):
+            self.pacing = False
+            return
+        self.slow_bytes += n
+
+    def retire(self) -> None:
+        """Wait for the oldest chunk (a 1-byte read of its last page), then account it."""
+        entry, end, n = self.inflight.popleft()
+        self.inflight_bytes -= n
+        try:
+            os.pread(entry.fd, 1, end - 1)  # waits for the in-flight page
+            if not self.verified:
+                self.verified = True
+                start = end - n
+                # the advice ignored leaves only the page our pread faulted in
+                got = _resident_pages(entry.fd, start, n)
+                want = (end + _PAGE - 1) // _PAGE - start // _PAGE
+                if got is not None and want > 1 and got <= 1:
+                    raise ReadaheadUnsupported(f"WILLNEED left {got} of {want} pages")
+            self.st.bytes_read += n
+        except OSError as exc:
+            self.st.bytes_failed += n
+            self.st.errors.append((entry.path, f"read: {exc.strerror or exc}"))
+        finally:
+            entry.drop()
+
+    def drain(self) -> None:
+        while self.inflight:
+            self.retire()
+
+    def abandon(self) -> None:
+        while self.inflight:
+            self.inflight.popleft()[0].drop()
+
+    def file(self, index: int, path: str, offset: int, length: int | None) -> bool:
+        """Ask for one range of one file; False when the pass must stop (budget reached,
+        cancelled)."""
+        st = self.st
+        try:
+            fd = syscalls.open_for_read(path)
+        except OSError as exc:
+            st.errors.append((path, exc.strerror or str(exc)))
+            return True
+        entry = _Open(path, fd)
+        try:
+            fst = os.fstat(fd)
+            if not stat_mod.S_ISREG(fst.st_mode):
+                st.errors.append((path, "not a regular file"))
+                return True
+            if (fst.st_dev, fst.st_ino) not in self.seen:
+                self.seen.add((fst.st_dev, fst.st_ino))
+                st.files += 1
+            end = fst.st_size if length is None else min(fst.st_size, offset + length)
+            offset = max(0, offset)
+            if end <= offset:
+                return True
+            st.bytes_planned += end - offset
+            device_chunk = syscalls.readahead_window(fst.st_dev, _FALLBACK_CHUNK)
+            if device_chunk <= 0 and not self.verified:
+                raise ReadaheadUnsupported(f"{path}: the device's readahead is 0")
+            with contextlib.suppress(OSError):
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
+            return self._chunks(index, entry, offset, end, device_chunk)
+        except OSError as exc:
+            st.errors.append((path, exc.strerror or str(exc)))
+            return True
+        finally:
+            entry.drop()
+
+    def _chunks(self, index: int, entry: _Open, pos: int, end: int, device_chunk: int) -> bool:
+        st = self.st
+        # one page per call still works where advice is honoured but the window is 0
+        chunk = device_chunk if device_chunk > 0 else _PAGE
+        while pos < end:
+            bound = self.limit()
+            if device_chunk > 0:
+                chunk = max(_PAGE, min(device_chunk, bound))
+            n = min(chunk - pos % chunk, end - pos)  # chunk-aligned in the file
+            pages = (pos + n + _PAGE - 1) // _PAGE - pos // _PAGE
+            got = _resident_pages(entry.fd, pos, n)
+            if got is not None and got >= pages:
+                st.bytes_skipped_resident += n
+                pos += n
+                continue
+            if self.budget is not None and st.bytes_read + self.inflight_bytes + n > self.budget:
+                st.truncated_by_budget = True
+                st.bytes_over_budget += end - pos
+                return False
+            if self.pacing and index >= self.slow_from:  # type: ignore[operator]
+                self.pace(n)
+            if self.yield_to is not None and index >= (self.slow_from or 0):
+                self.stand_back()
+            os.posix_fadvise(entry.fd, pos, n, os.POSIX_FADV_WILLNEED)
+            entry.refs += 1
+            self.inflight.append((entry, pos + n, n))
+            self.inflight_bytes += n
+            pos += n
+            while self.inflight and (self.inflight_bytes > bound
+                                     or len(self.inflight) > _MAX_OPEN):
+                self.retire()
+            if self.cancelled():
+                st.cancelled = True
+                return False
+        return True

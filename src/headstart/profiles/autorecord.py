@@ -7,10 +7,13 @@ started before the target's first import (or the helper of an exec'd target). Ru
   ``/proc/PID/maps`` sampling), reads ``/proc`` and the page cache's residency, and writes
   the profile into headstart's own cache, atomically. It never evicts anything.
 * **Ready, detected from outside**: the target's tree holds a listening TCP socket and
-  has opened no new file for ``QUIET`` seconds. (Reads are not waited for: a first request
-  may read weights for a long time, and a benchmark stops the server right after it.) A
-  target that exits first, or never gets there within ``LIMIT`` seconds, leaves no
-  profile.
+  has opened no new file for ``QUIET`` seconds (reads are not waited for: a first request
+  may read weights for a long time), or it exits after it listened (a benchmark stops a
+  server right after its first answer; what it read is still in the page cache, and the
+  pages its mappings touched were sampled while it listened). A target that exits before
+  it ever listens, or does not get there within ``LIMIT`` seconds, leaves no profile.
+* **No CPU taken from the start**: the residency scan and the write wait until the tree
+  is idle (its first requests done) or gone.
 * **Loader order from the target's page tables**: weights are read ahead by the same
   helper at the same time, so their residency says nothing about the loader; the
   ``present`` bits of the tree's mappings of weight files (:class:`TouchSampler`) do.
@@ -35,7 +38,7 @@ from collections.abc import Callable, Collection
 
 from headstart.profiles.layout import ChunkTimes
 
-__all__ = ["LIMIT", "QUIET", "TouchSampler", "record_live", "wait_ready"]
+__all__ = ["LIMIT", "QUIET", "ReadyWatch", "TouchSampler", "record_live", "wait_idle"]
 
 QUIET = 1.0
 LIMIT = 600.0
@@ -121,33 +124,92 @@ def _weight_maps(pid: int, weights: set[str]) -> list[tuple[int, int, int, str]]
     return out
 
 
-def wait_ready(root: int, opened: Callable[[], int], *, quiet: float = QUIET,
-               limit: float = LIMIT, interval: float = 0.25,
-               keep_going: Callable[[], bool] = lambda: True) -> str:
-    """Wait until the tree of ``root`` listens on a TCP port and has opened no new file
-    (``opened()`` unchanged) for ``quiet`` seconds. Returns ``ready``, ``exited``,
-    ``limit`` or ``cancelled``."""
-    from headstart.watch.procfs import read_stat
-    from headstart.watch.sockets import tree_listens
+class ReadyWatch:
+    """Follows the tree of ``root`` until it is ready (see the module docstring), keeping
+    the pages its mappings touched while it listens (a tree that is stopped right after
+    its first answer has none to read at the end)."""
 
-    t0 = time.monotonic()
-    last = opened()
-    changed = t0
-    while True:
+    def __init__(self, root: int, opened: Callable[[], int], *, quiet: float = QUIET,
+                 limit: float = LIMIT, interval: float = 0.25) -> None:
+        self.root = root
+        self.opened = opened
+        self.quiet = quiet
+        self.limit = limit
+        self.interval = interval
+        self.touched: dict[str, bytearray] = {}
+        self.listened = False
+        self.listened_at = 0.0
+
+    def _pids(self) -> list[int]:
+        return [self.root, *_descendants(self.root)]
+
+    def _touch(self) -> None:
+        from headstart.profiles.pagemap import touched_pages
+
+        for path, bitmap in touched_pages(self._pids()).items():
+            old = self.touched.get(path)
+            if old is None or len(old) < len(bitmap):
+                old, bitmap = bitmap, (old or bytearray())
+                self.touched[path] = old
+            n = len(bitmap)
+            if n:  # or of two 0/1 maps as integers: no Python loop per page
+                old[:n] = (int.from_bytes(bytes(old[:n]), "big")
+                           | int.from_bytes(bytes(bitmap), "big")).to_bytes(n, "big")
+
+    def wait(self, keep_going: Callable[[], bool] = lambda: True) -> str:
+        """``ready``; ``exited`` (before it had listened for ``quiet`` seconds; after
+        that, ``ready`` all the same: what it read is still in the page cache); ``limit``;
+        ``cancelled``."""
+        from headstart.watch.procfs import read_stat
+        from headstart.watch.sockets import tree_listens
+
+        t0 = time.monotonic()
+        last, changed, touched_at = self.opened(), t0, 0.0
+        while True:
+            time.sleep(self.interval)
+            now = time.monotonic()
+            st = read_stat(self.root)
+            if st is None or st.state in ("Z", "X"):
+                served = self.listened and now - self.listened_at >= self.quiet
+                return "ready" if served else "exited"
+            if not keep_going():
+                return "cancelled"
+            state = self.opened()
+            if state != last:
+                last, changed = state, now
+            if not self.listened:
+                self.listened = tree_listens(self._pids())
+                self.listened_at = now
+            if self.listened and now - touched_at >= 0.5:
+                self._touch()
+                touched_at = now
+            if self.listened and now - changed >= self.quiet:
+                self._touch()
+                return "ready"
+            if now - t0 >= self.limit:
+                return "limit"
+
+
+def wait_idle(root: int, *, busy_cores: float = 0.25, interval: float = 0.5,
+              limit: float = 30.0) -> None:
+    """Return once the tree of ``root`` uses less than ``busy_cores`` of CPU over an
+    ``interval`` (its first requests are done), exits, or ``limit`` seconds pass: the
+    residency scan then takes no CPU from the start it records."""
+    from headstart.watch.procfs import read_stat
+
+    def cpu() -> float | None:
+        stats = [read_stat(p) for p in [root, *_descendants(root)]]
+        alive = [s for s in stats if s is not None and s.state not in ("Z", "X")]
+        return sum(s.cpu_s for s in alive) if alive else None
+
+    deadline = time.monotonic() + limit
+    before = cpu()
+    while before is not None and time.monotonic() < deadline:
         time.sleep(interval)
-        now = time.monotonic()
-        st = read_stat(root)
-        if st is None or st.state in ("Z", "X"):
-            return "exited"
-        if not keep_going():
-            return "cancelled"
-        state = opened()
-        if state != last:
-            last, changed = state, now
-        if now - changed >= quiet and tree_listens([root, *_descendants(root)]):
-            return "ready"
-        if now - t0 >= limit:
-            return "limit"
+        now = cpu()
+        if now is None or now - before < busy_cores * interval:
+            return
+        before = now
 
 
 def _descendants(pid: int) -> list[int]:
@@ -203,18 +265,20 @@ def _record(target, key, identity, command, snapshot, keep_going, say, mechanism
     recorder.start()
     touches.start()
     captured = None
+    watch = ReadyWatch(target, lambda: len(recorder.ordered()), quiet=quiet, limit=limit)
     try:
-        why = wait_ready(target, lambda: len(recorder.ordered()), quiet=quiet, limit=limit,
-                         keep_going=keep_going)
+        why = watch.wait(keep_going)
         if why != "ready":
             say(f"no profile recorded: the target {why} before it was ready")
             return None
+        t_ready = time.monotonic()
         scan = []
         if recorder.mechanism == "maps":
             scan = [*roots, *(f.real_path for f in snapshot.files)] if snapshot else roots
         captured = capture(target, recorder, touches, weights=weights, t_start_ns=t_start,
-                           extra_paths=scan, include_root=True,
-                           whole_weights=True)  # stops both
+                           extra_paths=scan, include_root=True, whole_weights=True,
+                           touched=watch.touched,
+                           before_scan=lambda: wait_idle(target))  # stops both
     finally:
         if captured is None:
             recorder.stop()
@@ -224,7 +288,7 @@ def _record(target, key, identity, command, snapshot, keep_going, say, mechanism
         captured, key=key, identity=identity, command=command,
         snapshot={"root": snapshot.root, "commit": snapshot.commit, "source": snapshot.source}
         if snapshot else None,
-        dists=dist_names(site), ready_seconds=time.monotonic() - t0 - quiet,
+        dists=dist_names(site), ready_seconds=t_ready - t0 - quiet,
         python=sys.version.split()[0], interpreter=sys.executable)
     profile.stats["recorded_by"] = "headstart run"
     path = save_profile(profile)

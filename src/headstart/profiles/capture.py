@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from headstart.pagecache.residency import resident_runs
@@ -63,7 +63,9 @@ class Captured:
 def capture(root_pid: int, recorder: Recorder, weight_sampler: WeightSampler | None, *,
             weights: Collection[str] = (), t_start_ns: int,
             extra_paths: Sequence[str] = (), trim_mapped: bool = True,
-            include_root: bool | None = None, whole_weights: bool = False) -> Captured:
+            include_root: bool | None = None, whole_weights: bool = False,
+            touched: dict[str, bytearray] | None = None,
+            before_scan: Callable[[], object] | None = None) -> Captured:
     """Stop ``recorder`` and ``weight_sampler`` (both started by the caller) and capture
     what the tree rooted at ``root_pid`` read since ``t_start_ns`` (``time.time_ns()``).
 
@@ -75,16 +77,22 @@ def capture(root_pid: int, recorder: Recorder, weight_sampler: WeightSampler | N
     ``include_root``. ``whole_weights``: every weight file the tree opened is recorded
     whole instead of by residency (a start that read the model's files ahead of the loader
     itself: residency then says what was read ahead, not what the loader needs).
+    ``touched``: the tree's touched pages, taken by the caller earlier (a tree that has
+    exited has none to read now). ``before_scan()`` runs after the recorder has stopped and
+    before the residency scan (the expensive part), e.g. to wait until the target is idle.
     """
     t_ready = time.monotonic()
-    touched: dict[str, bytearray] = {}
-    if trim_mapped:  # first, while the tree still runs
+    if not trim_mapped:
+        touched = {}
+    elif touched is None:  # first, while the tree still runs
         from headstart.profiles.pagemap import touched_pages
 
         touched = touched_pages(tree_pids(root_pid, include_root))
     recorder.stop()
     if weight_sampler is not None:
         weight_sampler.stop()
+    if before_scan is not None:
+        before_scan()
     seen = recorder.ordered()
     paths = [s.path for s in seen]
     first_open = {s.path: s.t for s in seen}
