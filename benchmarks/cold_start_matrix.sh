@@ -31,16 +31,19 @@ bench() {  # NAME MODEL BPS MODES [bench options...]
     --modes "$modes" "${throttle[@]}" --out "$OUT/$name" "$@" -- $(serve "$model") \
     | grep -E '^\|' || true
 }
+keys_of() {  # MODEL: the keys of its profiles (transformers-NAME-HASH)
+  headstart profiles list 2>/dev/null | awk '{print $1}' \
+    | grep -E "^transformers-$(basename "$1")-[0-9a-f]{16}$" || true
+}
 fresh_profile() {  # MODEL: forget its profile
-  headstart profiles list 2>/dev/null | awk -v m="$1" 'index($0, m" ") || $NF == m {print $1}' \
-    | while read -r key; do headstart profiles rm "$key" >/dev/null; done
+  keys_of "$1" | while read -r key; do headstart profiles rm "$key" >/dev/null; done
 }
 auto_record() {  # MODEL: one cold `headstart run` start at 300 MB/s, which records the profile
   fresh_profile "$1"
   headstart bench --ready-request "$URL" "$(body "$1")" --model "$1" --runs 1 --modes cold \
     --disk-bps 300MB --no-headstart-variant --out "$OUT/record-$(basename "$1")" \
     --variant "recording=$PY -m headstart run -- $(serve "$1")" -- $(serve "$1") | grep -E '^\| cold' || true
-  sleep 4; headstart profiles list | grep -F "$1" || echo "no profile recorded for $1"
+  sleep 4; [ -n "$(keys_of "$1")" ] && echo "recorded: $(keys_of "$1")" || echo "no profile recorded for $1"
 }
 
 M=${MODEL:-/tmp/demo2g-f32}
