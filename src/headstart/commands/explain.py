@@ -180,6 +180,13 @@ def run(args: argparse.Namespace) -> int:
     _check_command(cmd)
     if args.interval <= 0 or args.interval > 1:
         raise HeadstartError("--interval must be in (0, 1] seconds")
+    if args.disk_bps:
+        from headstart.sizes import parse_size
+
+        try:
+            parse_size(args.disk_bps)
+        except ValueError as exc:
+            raise HeadstartError(f"--disk-bps {args.disk_bps!r}: {exc}") from None
     probe = probe_from(args)
     modes = ["cold"] if args.cold_only else ["warm"] if args.warm_only else ["cold", "warm"]
     out = os.path.abspath(args.out or os.path.join("explain-out", time.strftime("%Y%m%d-%H%M%S")))
