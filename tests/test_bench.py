@@ -385,3 +385,26 @@ def test_report_says_when_answers_differ(tmp_path):
     row = {r["variant"]: r for r in summarize(result)}["headstart"]
     assert row["delta"] == pytest.approx(-0.5) and row["delta_percent"] == pytest.approx(-25.0)
     assert "| cold | headstart | 1/1 | 1.50 s |" in text and "\u22120.50 s" in text
+
+
+def test_report_shows_each_replayed_start_coverage(tmp_path):
+    """The coverage a replay helper wrote for each run is summarised per variant."""
+    from headstart.bench.harness import BenchConfig, BenchResult, Variant
+    from headstart.bench.probes import RequestProbe
+    from headstart.bench.report import markdown
+    from headstart.bench.runner import RunResult
+
+    cfg = BenchConfig(variants=[Variant("baseline", ["a"]), Variant("headstart", ["b"])],
+                      probe=RequestProbe("http://127.0.0.1:1/", "{}"), out_dir=str(tmp_path),
+                      modes=["cold"], runs=3)
+    covs = [{"fraction": f, "replayed_bytes": r * 10**6, "target_read_bytes": t * 10**6,
+             "late_bytes": 0, "reclaimed_bytes": 0, "held_seconds": 0.5}
+            for f, r, t in ((0.9, 2000, 200), (0.95, 2100, 100), (0.5, 1000, 1000))]
+    runs = [RunResult(["a"], str(tmp_path), ok=True, seconds=2.0, variant="baseline",
+                      mode="cold")]
+    runs += [RunResult(["b"], str(tmp_path), ok=True, seconds=1.0, variant="headstart",
+                       mode="cold", coverage=c) for c in covs]
+    text = markdown(BenchResult(config=cfg, runs=runs, planned=4))
+    assert "Replay coverage" in text
+    assert "| cold | headstart | 3 | 90 % | 2000 MB | 200 MB | 0 MB | 0 MB | 0.50 s |" in text
+    assert "| cold | baseline | 1 |" not in text  # a baseline has nothing to report
