@@ -215,3 +215,26 @@ def test_auto_record_off(setup):
     assert proc.returncode == 0
     assert "recording" not in err
     assert _profiles(setup["cache"]) == []
+
+
+def test_touch_sampler_keeps_the_order_the_page_tables_were_touched_in(tmp_path):
+    """Two samples of this process's own mapping: the chunk touched first ranks first,
+    a chunk never touched is not listed."""
+    import mmap
+
+    from headstart.profiles.autorecord import TouchSampler
+
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(os.urandom(12 * MiB))
+    real = os.path.realpath(path)
+    sampler = TouchSampler(lambda: [os.getpid()], [real], chunk=4 * MiB)
+    with open(path, "rb") as fh:
+        m = mmap.mmap(fh.fileno(), 0, prot=mmap.PROT_READ)
+        _ = m[9 * MiB]  # chunk 2 first
+        sampler.sample()
+        _ = m[1 * MiB]  # then chunk 0
+        sampler.sample()
+        m.close()
+    times = sampler.times()
+    assert times.first[(real, 2)] == 0 and times.first[(real, 0)] == 1
+    assert (real, 1) not in times.first and times.samples == 2

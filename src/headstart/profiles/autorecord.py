@@ -32,96 +32,58 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 import time
 from collections.abc import Callable, Collection
 
-from headstart.profiles.layout import ChunkTimes
+from headstart.profiles.weights import WeightSampler
 
 __all__ = ["LIMIT", "QUIET", "ReadyWatch", "TouchSampler", "record_live", "wait_idle"]
 
 QUIET = 1.0
 LIMIT = 600.0
-_PRESENT_OR_SWAPPED = bytes(1 if b & 0xC0 else 0 for b in range(256))
 
 
-class TouchSampler:
+class TouchSampler(WeightSampler):
     """First time each ``chunk`` of the weight files was seen mapped and present in the
-    tree's page tables (``/proc/PID/pagemap``), every ``interval`` seconds. Same interface
-    as :class:`~headstart.profiles.weights.WeightSampler` (``start``, ``stop``, ``times``)."""
+    tree's page tables (``/proc/PID/pagemap``), every ``interval`` seconds; otherwise a
+    :class:`~headstart.profiles.weights.WeightSampler` (``start``, ``stop``, ``times``)."""
 
     def __init__(self, pids: Callable[[], list[int]], weights: Collection[str],
                  chunk: int = 4 * 2**20, interval: float = 0.1) -> None:
+        super().__init__(sorted(weights), chunk=chunk, interval=interval)
         self.pids = pids
         self.weights = set(weights)
-        self.chunk = chunk
-        self.interval = interval
-        self.first: dict[tuple[str, int], int] = {}
-        self.samples = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="headstart-touches",
-                                        daemon=True)
-
-    def start(self) -> None:
-        if self.weights:
-            self._thread.start()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.sample()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
-        self.sample()
-
-    def times(self) -> ChunkTimes:
-        return ChunkTimes(self.chunk, dict(self.first), self.samples)
 
     def sample(self) -> None:
+        from headstart.profiles.pagemap import file_mappings, present_pages
+
         page = os.sysconf("SC_PAGE_SIZE")
         per_chunk = self.chunk // page
         for pid in self.pids():
-            for lo, hi, offset, path in _weight_maps(pid, self.weights):
-                try:
-                    fd = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY | os.O_CLOEXEC)
-                except OSError:
-                    continue
-                try:
-                    raw = os.pread(fd, (hi - lo) // page * 8, lo // page * 8)
-                except OSError:
-                    continue
-                finally:
-                    os.close(fd)
-                # bit 63 (present) or 62 (swapped) sits in the top byte of each entry
-                present = raw[7::8].translate(_PRESENT_OR_SWAPPED)
-                first_page = offset // page
-                for i in range(0, len(present), per_chunk):
-                    if 1 in present[i:i + per_chunk]:
-                        for c in {(first_page + i) // per_chunk,
-                                  (first_page + min(len(present), i + per_chunk) - 1)
-                                  // per_chunk}:
-                            self.first.setdefault((path, c), self.samples)
+            maps = file_mappings(pid, only=self.weights)
+            if not maps:
+                continue
+            try:
+                fd = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                for lo, hi, offset, path in maps:
+                    try:
+                        present = present_pages(fd, lo, hi)
+                    except OSError:
+                        continue
+                    self._note(path, offset // page, present, per_chunk)
+            finally:
+                os.close(fd)
         self.samples += 1
 
-
-def _weight_maps(pid: int, weights: set[str]) -> list[tuple[int, int, int, str]]:
-    out = []
-    try:
-        with open(f"/proc/{pid}/maps", "rb") as fh:
-            data = fh.read()
-    except OSError:
-        return out
-    for line in data.splitlines():
-        parts = line.split(None, 5)
-        if len(parts) < 6 or not parts[5].startswith(b"/"):
-            continue
-        path = os.path.realpath(os.fsdecode(parts[5]))
-        if path in weights:
-            lo, _, hi = parts[0].partition(b"-")
-            out.append((int(lo, 16), int(hi, 16), int(parts[2], 16), path))
-    return out
+    def _note(self, path: str, first_page: int, present: bytes, per_chunk: int) -> None:
+        for i in range(0, len(present), per_chunk):
+            if 1 in present[i:i + per_chunk]:
+                last = min(len(present), i + per_chunk) - 1
+                for c in {(first_page + i) // per_chunk, (first_page + last) // per_chunk}:
+                    self.first.setdefault((path, c), self.samples)
 
 
 class ReadyWatch:
@@ -144,17 +106,10 @@ class ReadyWatch:
         return [self.root, *_descendants(self.root)]
 
     def _touch(self) -> None:
-        from headstart.profiles.pagemap import touched_pages
+        from headstart.profiles.pagemap import or_into, touched_pages
 
         for path, bitmap in touched_pages(self._pids()).items():
-            old = self.touched.get(path)
-            if old is None or len(old) < len(bitmap):
-                old, bitmap = bitmap, (old or bytearray())
-                self.touched[path] = old
-            n = len(bitmap)
-            if n:  # or of two 0/1 maps as integers: no Python loop per page
-                old[:n] = (int.from_bytes(bytes(old[:n]), "big")
-                           | int.from_bytes(bytes(bitmap), "big")).to_bytes(n, "big")
+            or_into(self.touched.setdefault(path, bytearray()), 0, bytes(bitmap))
 
     def wait(self, keep_going: Callable[[], bool] = lambda: True) -> str:
         """``ready``; ``exited`` (before it had listened for ``quiet`` seconds; after

@@ -20,14 +20,18 @@ residency of files that are still mapped at readiness, and always keeps each fil
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 
-__all__ = ["touched_pages"]
+__all__ = ["file_mappings", "or_into", "present_pages", "touched_pages"]
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 _TOP_BITS = bytes(1 if b & 0xC0 else 0 for b in range(256))
 
 
-def _maps(pid: int) -> list[tuple[int, int, int, str]]:
+def file_mappings(pid: int, only: Collection[str] | None = None
+                  ) -> list[tuple[int, int, int, str]]:
+    """``(start, end, file offset, path)`` of each file mapping of ``pid`` (``only``: just
+    those whose realpath is in it, then given as the realpath); [] when it is gone."""
     out = []
     try:
         with open(f"/proc/{pid}/maps", "rb") as fh:
@@ -38,9 +42,38 @@ def _maps(pid: int) -> list[tuple[int, int, int, str]]:
         parts = line.split(None, 5)
         if len(parts) < 6 or not parts[5].startswith(b"/") or parts[4] == b"0":
             continue
+        path = os.fsdecode(parts[5])
+        if path.endswith(" (deleted)"):
+            continue
+        if only is not None:
+            path = os.path.realpath(path)
+            if path not in only:
+                continue
         lo, _, hi = parts[0].partition(b"-")
-        out.append((int(lo, 16), int(hi, 16), int(parts[2], 16), os.fsdecode(parts[5])))
+        out.append((int(lo, 16), int(hi, 16), int(parts[2], 16), path))
     return out
+
+
+def present_pages(pagemap_fd: int, lo: int, hi: int) -> bytes:
+    """One byte per page of ``[lo, hi)`` of a process's address space, 1 where the page is
+    present (or swapped) in its page tables; ``pagemap_fd`` is its ``/proc/PID/pagemap``.
+    Raises OSError when the range cannot be read."""
+    raw = os.pread(pagemap_fd, (hi - lo) // _PAGE * 8, (lo // _PAGE) * 8)
+    # bits 63 (present) and 62 (swapped) are the top byte's two high bits: one translate
+    # over every 8th byte instead of a Python loop per page
+    return raw[7: len(raw) // 8 * 8: 8].translate(_TOP_BITS)
+
+
+def or_into(bitmap: bytearray, first: int, pages: bytes) -> None:
+    """``bitmap[first:first+len(pages)] |= pages`` for 0/1 maps, growing it as needed."""
+    end = first + len(pages)
+    if end > len(bitmap):
+        bitmap.extend(bytes(end - len(bitmap)))
+    old = bytes(bitmap[first:end])
+    if old.count(0) != len(old):  # another mapping of the file: or the two maps
+        pages = (int.from_bytes(old, "big") | int.from_bytes(pages, "big")
+                 ).to_bytes(len(pages), "big")
+    bitmap[first:end] = pages
 
 
 def touched_pages(pids: list[int]) -> dict[str, bytearray]:
@@ -48,7 +81,7 @@ def touched_pages(pids: list[int]) -> dict[str, bytearray]:
     mapped and present in some process). Files are keyed by realpath."""
     out: dict[str, bytearray] = {}
     for pid in pids:
-        maps = _maps(pid)
+        maps = file_mappings(pid)
         if not maps:
             continue
         try:
@@ -57,34 +90,15 @@ def touched_pages(pids: list[int]) -> dict[str, bytearray]:
             continue
         try:
             for lo, hi, offset, path in maps:
-                if path.endswith(" (deleted)"):
-                    continue
-                npages = (hi - lo) // _PAGE
                 try:
-                    raw = os.pread(fd, npages * 8, (lo // _PAGE) * 8)
+                    present = present_pages(fd, lo, hi)
                 except OSError:
                     continue
-                # bits 63 (present) and 62 (swapped) are the top byte's two high bits:
-                # one translate over every 8th byte instead of a Python loop per page
-                present = raw[7: len(raw) // 8 * 8: 8].translate(_TOP_BITS)
                 last = present.rfind(1)
-                if last < 0:
-                    continue
-                first = offset // _PAGE
-                real = os.path.realpath(path)
-                bitmap = out.get(real)
-                if bitmap is None:
-                    bitmap = out[real] = bytearray()
-                end = first + last + 1
-                if end > len(bitmap):
-                    bitmap.extend(bytes(end - len(bitmap)))
-                mine = present[: last + 1]
-                old = bytes(bitmap[first:end])
-                if old.count(0) != len(old):  # another mapping of the file: or the two maps
-                    n = len(mine)
-                    mine = (int.from_bytes(old, "big") | int.from_bytes(mine, "big")
-                            ).to_bytes(n, "big")
-                bitmap[first:end] = mine
+                if last >= 0:
+                    real = os.path.realpath(path)
+                    or_into(out.setdefault(real, bytearray()), offset // _PAGE,
+                            present[: last + 1])
         finally:
             os.close(fd)
     return out
