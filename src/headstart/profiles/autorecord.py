@@ -55,27 +55,11 @@ class TouchSampler(WeightSampler):
         self.weights = set(weights)
 
     def sample(self) -> None:
-        from headstart.profiles.pagemap import file_mappings, present_pages
+        from headstart.profiles.pagemap import present_in
 
-        page = os.sysconf("SC_PAGE_SIZE")
-        per_chunk = self.chunk // page
-        for pid in self.pids():
-            maps = file_mappings(pid, only=self.weights)
-            if not maps:
-                continue
-            try:
-                fd = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY | os.O_CLOEXEC)
-            except OSError:
-                continue
-            try:
-                for lo, hi, offset, path in maps:
-                    try:
-                        present = present_pages(fd, lo, hi)
-                    except OSError:
-                        continue
-                    self._note(path, offset // page, present, per_chunk)
-            finally:
-                os.close(fd)
+        per_chunk = self.chunk // os.sysconf("SC_PAGE_SIZE")
+        for path, first_page, present in present_in(self.pids(), only=self.weights):
+            self._note(path, first_page, present, per_chunk)
         self.samples += 1
 
     def _note(self, path: str, first_page: int, present: bytes, per_chunk: int) -> None:

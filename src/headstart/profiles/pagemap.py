@@ -20,9 +20,9 @@ residency of files that are still mapped at readiness, and always keeps each fil
 from __future__ import annotations
 
 import os
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 
-__all__ = ["file_mappings", "or_into", "present_pages", "touched_pages"]
+__all__ = ["file_mappings", "or_into", "present_in", "present_pages", "touched_pages"]
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 _TOP_BITS = bytes(1 if b & 0xC0 else 0 for b in range(256))
@@ -76,12 +76,12 @@ def or_into(bitmap: bytearray, first: int, pages: bytes) -> None:
     bitmap[first:end] = pages
 
 
-def touched_pages(pids: list[int]) -> dict[str, bytearray]:
-    """For each file mapped by any of ``pids``: a bitmap (one byte per file page, 1 =
-    mapped and present in some process). Files are keyed by realpath."""
-    out: dict[str, bytearray] = {}
+def present_in(pids: list[int], only: Collection[str] | None = None
+               ) -> Iterator[tuple[str, int, bytes]]:
+    """``(path, first file page, present map)`` of each file mapping of each of ``pids``
+    (:func:`file_mappings`, :func:`present_pages`); what cannot be read is skipped."""
     for pid in pids:
-        maps = file_mappings(pid)
+        maps = file_mappings(pid, only)
         if not maps:
             continue
         try:
@@ -94,11 +94,18 @@ def touched_pages(pids: list[int]) -> dict[str, bytearray]:
                     present = present_pages(fd, lo, hi)
                 except OSError:
                     continue
-                last = present.rfind(1)
-                if last >= 0:
-                    real = os.path.realpath(path)
-                    or_into(out.setdefault(real, bytearray()), offset // _PAGE,
-                            present[: last + 1])
+                yield path, offset // _PAGE, present
         finally:
             os.close(fd)
+
+
+def touched_pages(pids: list[int]) -> dict[str, bytearray]:
+    """For each file mapped by any of ``pids``: a bitmap (one byte per file page, 1 =
+    mapped and present in some process). Files are keyed by realpath."""
+    out: dict[str, bytearray] = {}
+    for path, first, present in present_in(pids):
+        last = present.rfind(1)
+        if last >= 0:
+            or_into(out.setdefault(os.path.realpath(path), bytearray()), first,
+                    present[: last + 1])
     return out
