@@ -238,3 +238,27 @@ def test_touch_sampler_keeps_the_order_the_page_tables_were_touched_in(tmp_path)
     times = sampler.times()
     assert times.first[(real, 2)] == 0 and times.first[(real, 0)] == 1
     assert (real, 1) not in times.first and times.samples == 2
+
+
+@pytest.mark.root
+def test_a_full_disk_while_writing_the_profile_leaves_nothing_behind(setup, tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    full = tmp_path / "full"
+    full.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", str(full)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        env = dict(setup["env"], HEADSTART_CACHE=str(full))
+        proc = _start(setup, "3", "0", env=env)
+        out, err = proc.communicate(timeout=60)
+        time.sleep(1.0)  # the helper's failed write happens after the target is idle
+        assert proc.returncode == 0 and out.startswith("listening")
+        assert "recording a profile failed" in err and "No space left" in err
+        folder = full / "profiles"
+        left = os.listdir(folder) if folder.is_dir() else []
+        assert left == []  # no profile, no temp file (the host lock lives in run/)
+    finally:
+        subprocess.run(["umount", str(full)], check=False)
