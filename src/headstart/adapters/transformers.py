@@ -21,13 +21,14 @@ _BOOL_FLAGS = frozenset({
     "--continuous-batching", "--compile", "--trust-remote-code", "--cb-use-cuda-graph",
     "--enable-cors", "--non-blocking", "--trust_remote_code", "--enable_cors",
 })
-# Startup milestones of `transformers serve` (transformers 5.x cli/serving/model_manager.py
-# "Loading <model>@<revision>", then uvicorn's own lines), see watch.phases.
+# Startup milestones of `transformers serve` (transformers 5.19 prints "[transformers] Loading
+# MODEL" when it loads a model given on the command line, then uvicorn's own lines; tqdm's
+# "Loading weights: ..." is not a milestone), see watch.phases.
 _LOG_PHASES = (
+    ("load model", r"\] Loading (?!weights)\S+"),
     ("uvicorn: server process", r"Started server process"),
-    ("load model", r"Loading \S+@\S+"),
-    ("app startup", r"Waiting for application startup"),
     ("listening", r"Uvicorn running on"),
+    ("first request", r"\[Request received\]"),
 )
 _LEGACY_MODEL_FLAGS = ("--model-name-or-path", "--model_name_or_path")
 
