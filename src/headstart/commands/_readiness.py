@@ -1,11 +1,12 @@
-"""What ``headstart bench`` and ``headstart record`` share: the readiness options, the probe
-they build, and the target command after ``--``."""
+"""What ``headstart bench``, ``explain`` and ``record`` share: the readiness options, the
+probe they build, the cold-start options and the target command after ``--``."""
 
 from __future__ import annotations
 
 import argparse
 
-__all__ = ["READY_USAGE", "add_ready_options", "probe_from", "target_command"]
+__all__ = ["READY_USAGE", "add_cold_options", "add_ready_options", "probe_from",
+           "target_command"]
 
 READY_USAGE = "(--ready-url URL | --ready-request URL JSON | --ready-log REGEX | --until-exit)"
 
@@ -25,6 +26,22 @@ def add_ready_options(p: argparse.ArgumentParser, title: str, *, request_kept: b
                           + (" (sets PYTHONUNBUFFERED=1 for every variant)"
                              if log_unbuffered else ""))
     how.add_argument("--until-exit", action="store_true", help=exit_help)
+
+
+def add_cold_options(p: argparse.ArgumentParser, *, model_help: str, when: str) -> None:
+    """The model (``--model``, ``--revision``, ``--cache-dir``, ``--hub``), what a cold start
+    evicts (``--evict``, ``--no-evict-env``) and the throttle (``--disk-bps``); ``when``
+    names the cold start in the help ("cold runs", "the cold start")."""
+    p.add_argument("--model", metavar="REF", help=model_help)
+    p.add_argument("--revision", help="revision of --model")
+    p.add_argument("--cache-dir", help="Hugging Face cache folder for --model")
+    p.add_argument("--hub", choices=["auto", "hf", "modelscope"], default="auto")
+    p.add_argument("--evict", action="append", default=[], metavar="PATH",
+                   help=f"also evict this file or folder before {when} (repeatable)")
+    p.add_argument("--no-evict-env", action="store_true",
+                   help=f"do not evict the target's Python installation before {when}")
+    p.add_argument("--disk-bps", metavar="SIZE",
+                   help="throttle the target's disk reads, e.g. 300MB (root; cgroup blkio/io)")
 
 
 def probe_from(args: argparse.Namespace):

@@ -26,6 +26,7 @@ import time
 
 from headstart.commands._readiness import (
     READY_USAGE,
+    add_cold_options,
     add_ready_options,
     probe_from,
     target_command,
@@ -52,17 +53,8 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help_text: str
     p.add_argument("--run-args", default="", metavar="ARGS",
                    help="options for `headstart run` in the headstart variant, e.g. "
                         "\"--model Qwen/Qwen2.5-0.5B\"")
-    p.add_argument("--model", metavar="REF",
-                   help="model whose files cold runs evict (local folder or hub id)")
-    p.add_argument("--revision", help="revision of --model")
-    p.add_argument("--cache-dir", help="Hugging Face cache folder for --model")
-    p.add_argument("--hub", choices=["auto", "hf", "modelscope"], default="auto")
-    p.add_argument("--evict", action="append", default=[], metavar="PATH",
-                   help="also evict this file or folder before cold runs (repeatable)")
-    p.add_argument("--no-evict-env", action="store_true",
-                   help="do not evict the target's Python installation before cold runs")
-    p.add_argument("--disk-bps", metavar="SIZE",
-                   help="throttle the target's disk reads, e.g. 300MB (root; cgroup blkio/io)")
+    add_cold_options(p, model_help="model whose files cold runs evict (local folder or hub id)",
+                     when="cold runs")
     p.add_argument("--out", metavar="DIR", help="output folder (default ./bench-out/TIMESTAMP)")
     p.add_argument("--trace", action="store_true",
                    help="the headstart variant writes a Chrome trace per run; adds timeline.png")

@@ -26,6 +26,7 @@ import time
 
 from headstart.commands._readiness import (
     READY_USAGE,
+    add_cold_options,
     add_ready_options,
     probe_from,
     target_command,
@@ -52,17 +53,8 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help_text: str
                    help="options for `headstart run` with --with-headstart")
     p.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
                    help="a start not ready by then is reported as such (default 300)")
-    p.add_argument("--model", metavar="REF",
-                   help="the model whose files are 'weights' (default: read from CMD)")
-    p.add_argument("--revision", help="revision of the model")
-    p.add_argument("--cache-dir", help="Hugging Face cache folder")
-    p.add_argument("--hub", choices=["auto", "hf", "modelscope"], default="auto")
-    p.add_argument("--evict", action="append", default=[], metavar="PATH",
-                   help="also evict this file or folder before the cold start (repeatable)")
-    p.add_argument("--no-evict-env", action="store_true",
-                   help="do not evict the target's Python installation before the cold start")
-    p.add_argument("--disk-bps", metavar="SIZE",
-                   help="throttle the target's disk reads, e.g. 300MB (root; cgroup blkio/io)")
+    add_cold_options(p, model_help="the model whose files are 'weights' (default: read from CMD)",
+                     when="the cold start")
     p.add_argument("--interval", type=float, default=0.02, metavar="SECONDS",
                    help="sampling interval (default 0.02)")
     p.add_argument("--delayacct", action="store_true",
