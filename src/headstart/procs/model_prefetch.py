@@ -75,25 +75,21 @@ def read_ahead_of(snap, target_reads, imports_done: Callable[[float], bool] | No
                   keep_going: Callable[[], bool]):
     """A snapshot's whole files in order by :func:`headstart.pagecache.readahead.readahead`,
     behind the target's own reads (falls back to the engine where advice reads nothing)."""
-    from headstart.pagecache.budget import resolve_budget
     from headstart.pagecache.engine import PrefetchStats
     from headstart.pagecache.ranges import to_ranges
-    from headstart.pagecache.readahead import ReadaheadUnsupported, readahead
+    from headstart.pagecache.readahead import ReadaheadUnsupported
+    from headstart.profiles.replay import readahead_by_options
     from headstart.settings import replay_options
 
     opts = replay_options()
-    try:
-        budget = resolve_budget("auto")
-    except Exception:  # no budget known: read what the model has
-        budget = None
     stats = PrefetchStats()
     with tracer.span("prefetch readahead", cat="prefetch", files=len(snap.files)) as info:
         try:
-            readahead(to_ranges(snap), window=int(opts["window"]), budget=budget,
-                      cancelled=lambda: not keep_going(), stats=stats, slow_from=0,
-                      slow_rate=float(opts["early_rate"]), released=imports_done,
-                      early_window=int(opts["early_window"]) if imports_done else None,
-                      yield_to=target_reads.busy if opts["yield"] else None)
+            readahead_by_options(to_ranges(snap), opts, slow_from=0,
+                                 cancelled=lambda: not keep_going(),
+                                 imports_done=imports_done,
+                                 yield_to=target_reads.busy if opts["yield"] else None,
+                                 stats=stats)
         except ReadaheadUnsupported:
             handle = prefetch(snap, **run_prefetch_options())
             while not handle.wait(0.2):

@@ -24,8 +24,8 @@ from typing import Any
 from headstart.profiles.store import Validated
 from headstart.trace import tracer
 
-__all__ = ["DEFAULT_LIBRARY_WORKERS", "DEFAULT_WEIGHT_WORKERS", "looks_resident", "replay",
-           "workers_setting"]
+__all__ = ["DEFAULT_LIBRARY_WORKERS", "DEFAULT_WEIGHT_WORKERS", "looks_resident",
+           "readahead_by_options", "replay", "workers_setting"]
 
 log = logging.getLogger(__name__)
 
@@ -149,32 +149,47 @@ class ReadaheadReplay:
         return f"ReadaheadReplay({self.stats})"
 
 
+def readahead_by_options(ranges: list, opts: dict, *, slow_from: int,
+                         cancelled: Callable[[], bool],
+                         imports_done: Callable[[float], bool] | None,
+                         yield_to: Callable[[], bool] | None, stats: Any) -> None:
+    """:func:`headstart.pagecache.readahead.readahead` of ``ranges`` with the settings of
+    ``replay_options()`` (``opts``) and the memory budget; raises ``ReadaheadUnsupported``
+    like it. One call for the profile replay and the whole-file prefetch of a helper."""
+    from headstart.pagecache.budget import resolve_budget
+    from headstart.pagecache.readahead import readahead
+
+    try:
+        budget = resolve_budget("auto")
+    except Exception as exc:  # no budget known: read what was asked for
+        log.debug("readahead budget unknown: %r", exc)
+        budget = None
+    readahead(ranges, window=int(opts["window"]), budget=budget, cancelled=cancelled,
+              stats=stats, slow_from=slow_from, slow_rate=float(opts["early_rate"]),
+              released=imports_done,
+              early_window=int(opts["early_window"]) if imports_done is not None else None,
+              yield_to=yield_to)
+
+
 def _readahead(validated: Validated, opts: dict,
                cancelled: Callable[[], bool],
                imports_done: Callable[[float], bool] | None,
                yield_to: Callable[[], bool] | None) -> ReadaheadReplay | None:
     """The readahead replay; None when the device does not honour the advice (the caller
     then uses the engine, which skips whatever became resident meanwhile)."""
-    from headstart.pagecache.budget import resolve_budget
     from headstart.pagecache.engine import PrefetchStats
-    from headstart.pagecache.readahead import ReadaheadUnsupported, readahead
+    from headstart.pagecache.readahead import ReadaheadUnsupported
 
     ranges = validated.libraries + validated.weights
     stats = PrefetchStats()
-    window = int(opts["window"])
     early_window = int(opts["early_window"]) if imports_done is not None else None
     with tracer.span("replay readahead", cat="prefetch", ranges=len(ranges),
-                     window=window, early_window=early_window,
+                     window=int(opts["window"]), early_window=early_window,
                      yields=yield_to is not None) as info:
         try:
-            budget = resolve_budget("auto")
-        except Exception as exc:  # no budget known: read what the profile says
-            log.debug("replay budget unknown: %r", exc)
-            budget = None
-        try:
-            readahead(ranges, window=window, budget=budget, cancelled=cancelled, stats=stats,
-                      slow_from=len(validated.libraries), slow_rate=float(opts["early_rate"]),
-                      released=imports_done, early_window=early_window, yield_to=yield_to)
+            readahead_by_options(ranges, opts, slow_from=len(validated.libraries),
+                                 cancelled=cancelled, imports_done=imports_done,
+                                 yield_to=yield_to, stats=stats)
         except ReadaheadUnsupported as exc:
             info["unsupported"] = str(exc)
             log.info("readahead replay not possible here (%s); using the engine", exc)
