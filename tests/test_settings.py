@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from headstart.settings import RUN_PREFETCH_DEFAULTS, run_prefetch_options
+import re
+import sys
+from pathlib import Path
+
+from headstart.plan import RunOptions, build_plan
+from headstart.settings import (
+    RUN_OPTION_ENV,
+    RUN_PREFETCH_DEFAULTS,
+    run_env_options,
+    run_prefetch_options,
+)
 
 
 def test_run_prefetch_defaults_are_a_shallow_queue(monkeypatch):
@@ -22,3 +32,68 @@ def test_run_prefetch_env_overrides_and_bad_values(monkeypatch):
     monkeypatch.setenv("HEADSTART_PREFETCH_BLOCK", "huge")
     monkeypatch.setenv("HEADSTART_PREFETCH_METHOD", "telepathy")
     assert run_prefetch_options() == RUN_PREFETCH_DEFAULTS
+
+
+# Every HEADSTART_* variable is read through headstart.settings: no other module of src/
+# spells one as a string literal (docstrings and help texts may name them).
+_SRC = Path(__file__).resolve().parents[1] / "src" / "headstart"
+_LITERAL = re.compile(r"""[rRbBuUfF]{0,2}("|')HEADSTART_""")
+
+
+def test_no_headstart_variable_literal_outside_settings():
+    found = []
+    for path in sorted(_SRC.rglob("*.py")):
+        if path == _SRC / "settings.py":
+            continue
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if _LITERAL.search(line):
+                found.append(f"{path.relative_to(_SRC)}:{n}: {line.strip()}")
+    assert found == []
+
+
+def test_run_env_options_names_every_run_option():
+    assert sorted(RUN_OPTION_ENV) == sorted(name for name, _ in RunOptions.FIELDS)
+    assert run_env_options({}) == dict.fromkeys(RUN_OPTION_ENV)
+
+
+# A vLLM command line: the adapter reads model, revision, download dir and hub off it.
+_VLLM = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", "adapter/m",
+         "--revision", "r-adapter", "--download-dir", "/adapter"]
+_ENV = {"HEADSTART_MODEL": "env/m", "HEADSTART_REVISION": "r-env",
+        "HEADSTART_CACHE_DIR": "/env", "HEADSTART_HUB": "modelscope",
+        "HEADSTART_PRELOAD": "json, csv", "HEADSTART_TRACE": "env.json",
+        "HEADSTART_VERBOSE": "1"}
+
+
+def _picked(plan) -> tuple:
+    return (plan.model, plan.revision, plan.cache_dir, plan.hub, plan.preload, plan.trace,
+            plan.verbose)
+
+
+def test_build_plan_precedence_command_line_then_environment_then_adapter():
+    assert _picked(build_plan(RunOptions(), _VLLM, env={})) == (
+        "adapter/m", "r-adapter", "/adapter", "hf", ("torch", "transformers"), None, 0)
+    assert _picked(build_plan(RunOptions(), _VLLM, env=_ENV)) == (
+        "env/m", "r-env", "/env", "modelscope", ("json", "csv"), "env.json", 1)
+    cli = RunOptions(model="cli/m", revision="r-cli", cache_dir="/cli", hub="hf",
+                     preload=["math"], trace="cli.json", verbose=2)
+    assert _picked(build_plan(cli, _VLLM, env=_ENV)) == (
+        "cli/m", "r-cli", "/cli", "hf", ("math",), "cli.json", 2)
+    # a model named by the environment does not take the adapter's revision with it
+    assert build_plan(RunOptions(), _VLLM, env={"HEADSTART_MODEL": "env/m"}).revision is None
+
+
+def test_build_plan_flags_from_environment_and_command_line():
+    argv = [sys.executable, "-m", "my_server", "--model", "adapter/m"]
+    assert build_plan(RunOptions(), argv, env={}).forkserver is False  # opt-in here
+    assert build_plan(RunOptions(), argv, env={"HEADSTART_FORKSERVER": "1"}).forkserver
+    off = build_plan(RunOptions(forkserver=False), argv, env={"HEADSTART_FORKSERVER": "1"})
+    assert (off.forkserver, off.forkserver_reason) == (False, "disabled (--no-forkserver)")
+    assert build_plan(RunOptions(forkserver=True), argv,
+                      env={"HEADSTART_FORKSERVER": "0"}).forkserver
+    plan = build_plan(RunOptions(), _VLLM, env={"HEADSTART_NO_PREFETCH": "yes",
+                                                "HEADSTART_NO_PRELOAD": "1"})
+    assert (plan.prefetch, plan.prefetch_reason, plan.preload) == (False, "disabled", ())
+    assert plan.profile_key is None
+    plan = build_plan(RunOptions(no_prefetch=True, no_preload=True), _VLLM, env={})
+    assert (plan.prefetch, plan.preload) == (False, ())

@@ -11,9 +11,9 @@ a traceback is shown only with ``HEADSTART_DEBUG=1``.
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 
+from headstart import settings
 from headstart._version import __version__
 
 __all__ = ["COMMANDS", "build_parser", "main"]
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except HeadstartError as exc:
-        if os.environ.get("HEADSTART_DEBUG"):
+        if settings.debug():
             raise
         print(f"headstart {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -1,7 +1,8 @@
 """StartupPlan: what ``headstart run`` will do for one command, decided before doing any of it.
 
-Sources, strongest first: command-line options, ``HEADSTART_*`` variables, what the adapter
-reads off the target's own argv and environment.
+Sources, strongest first: command-line options, ``HEADSTART_*`` variables
+(:func:`headstart.settings.run_env_options`), what the adapter reads off the target's own argv
+and environment.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Mapping
 
 from headstart._record import Record
 from headstart.procs.launch import Launch, classify
+from headstart.settings import run_env_options
 
 __all__ = ["RunOptions", "StartupPlan", "build_plan"]
 
@@ -78,13 +80,6 @@ class StartupPlan(Record):
         return " ".join(bits)
 
 
-def _env_flag(env: Mapping[str, str], name: str) -> bool | None:
-    value = env.get(name)
-    if value is None or value.strip() == "":
-        return None
-    return value.strip().lower() in {"1", "true", "yes", "on", "y", "t"}
-
-
 def build_plan(opts: RunOptions, argv: list[str], env: Mapping[str, str] | None = None
                ) -> StartupPlan:
     """Decide everything; touches no file but the target's launcher (shebang read)."""
@@ -92,20 +87,21 @@ def build_plan(opts: RunOptions, argv: list[str], env: Mapping[str, str] | None 
 
     env = os.environ if env is None else env
     facts = detect(list(argv), env)
+    from_env = run_env_options(env)
     plan = StartupPlan(argv=list(argv), launch=classify(list(argv)), adapter=facts.adapter)
-    plan.verbose = opts.verbose or (1 if _env_flag(env, "HEADSTART_VERBOSE") else 0)
-    plan.trace = opts.trace or env.get("HEADSTART_TRACE") or None
+    plan.verbose = opts.verbose or (1 if from_env["verbose"] else 0)
+    plan.trace = opts.trace or from_env["trace"]
 
-    explicit_model = opts.model or env.get("HEADSTART_MODEL") or None
+    explicit_model = opts.model or from_env["model"]
     plan.model = explicit_model or facts.model
-    plan.revision = opts.revision or env.get("HEADSTART_REVISION") or (
+    plan.revision = opts.revision or from_env["revision"] or (
         None if explicit_model else facts.revision)
-    plan.cache_dir = opts.cache_dir or env.get("HEADSTART_CACHE_DIR") or facts.cache_dir
-    plan.hub = opts.hub or env.get("HEADSTART_HUB") or facts.hub or "auto"
+    plan.cache_dir = opts.cache_dir or from_env["cache_dir"] or facts.cache_dir
+    plan.hub = opts.hub or from_env["hub"] or facts.hub or "auto"
     if facts.tokenizer and facts.tokenizer != plan.model:
         plan.extra_refs.append((facts.tokenizer, facts.tokenizer_revision))
 
-    no_prefetch = opts.no_prefetch or _env_flag(env, "HEADSTART_NO_PREFETCH")
+    no_prefetch = opts.no_prefetch or from_env["no_prefetch"]
     if no_prefetch:
         plan.prefetch_reason = "disabled"
     elif not plan.model:
@@ -114,18 +110,18 @@ def build_plan(opts: RunOptions, argv: list[str], env: Mapping[str, str] | None 
         plan.prefetch_reason = "this command loads no weights"
     else:
         plan.prefetch = True
-    if not no_prefetch and not (opts.no_profile or _env_flag(env, "HEADSTART_NO_PROFILE")):
+    if not no_prefetch and not (opts.no_profile or from_env["no_profile"]):
         # Only the key here (no I/O): the background thread looks the profile up.
         from headstart.profiles.key import profile_key
 
         plan.profile_key = profile_key(plan)[0]
 
-    if opts.no_preload or _env_flag(env, "HEADSTART_NO_PRELOAD"):
+    if opts.no_preload or from_env["no_preload"]:
         plan.preload = ()
     elif opts.preload is not None:
         plan.preload = tuple(opts.preload)
-    elif env.get("HEADSTART_PRELOAD"):
-        plan.preload = tuple(m.strip() for m in env["HEADSTART_PRELOAD"].split(",") if m.strip())
+    elif from_env["preload"] is not None:
+        plan.preload = tuple(from_env["preload"])
     elif plan.launch.in_process and facts.loads_weights:
         plan.preload = tuple(facts.preload)
     if not plan.launch.in_process:
@@ -133,7 +129,7 @@ def build_plan(opts: RunOptions, argv: list[str], env: Mapping[str, str] | None 
 
     requested = opts.forkserver
     if requested is None:
-        requested = _env_flag(env, "HEADSTART_FORKSERVER")
+        requested = from_env["forkserver"]
     if not plan.launch.in_process:
         plan.forkserver_reason = "target is exec'd"
     elif not facts.loads_weights and not requested:

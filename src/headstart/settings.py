@@ -29,6 +29,7 @@ processes see changes.
 ``HEADSTART_AUTO_RECORD``  false: a start with no profile does not record one
 ``HEADSTART_COVERAGE_FILE``  where a replayed start writes its coverage (JSON), e.g. for bench
 ``HEADSTART_PROFILE_WORKERS`` ``LIB,WEIGHTS`` reader threads of an ``engine`` replay
+``HEADSTART_DEBUG``        set (any value): a failing subcommand shows its traceback
 =========================  ==========================================================
 
 Hugging Face and ModelScope variables are read with the precedence their own libraries use
@@ -39,18 +40,35 @@ from __future__ import annotations
 
 import os
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
 __all__ = [
     "COVERAGE_FILE_ENV",
+    "HUBS",
+    "HUB_CHOICES",
+    "PREFETCH_METHODS",
+    "PROFILE_WORKERS_DEFAULT",
     "REPLAY_DEFAULTS",
+    "REPLAY_METHODS",
+    "RUN_OPTION_ENV",
     "RUN_PREFETCH_DEFAULTS",
     "auto_record",
+    "comma_list",
     "coverage_file",
+    "debug",
+    "disabled",
     "env_bool",
+    "env_hub",
     "env_str",
     "headstart_cache",
     "hf_hub_cache",
+    "hub_name",
     "modelscope_cache",
+    "profile_workers",
     "replay_options",
+    "run_env_options",
     "run_prefetch_options",
     "runtime_dir",
 ]
@@ -64,6 +82,10 @@ def env_bool(name: str, default: bool | None = False) -> bool | None:
     value = os.environ.get(name)
     if value is None:
         return default
+    return _parse_bool(value, default)
+
+
+def _parse_bool(value: str, default: bool | None) -> bool | None:
     value = value.strip().lower()
     if value in _TRUE:
         return True
@@ -72,11 +94,82 @@ def env_bool(name: str, default: bool | None = False) -> bool | None:
     return default
 
 
+def disabled() -> bool:
+    """``HEADSTART_DISABLE``: ``headstart run`` is a pure pass-through."""
+    return bool(env_bool("HEADSTART_DISABLE"))
+
+
+def debug() -> bool:
+    """``HEADSTART_DEBUG`` set to any non-empty value: subcommands show tracebacks."""
+    return env_str("HEADSTART_DEBUG") is not None
+
+
+# The hubs a repo id resolves in, and the values of ``--hub`` / ``HEADSTART_HUB``
+# (``auto``: ModelScope when the environment selects it, else Hugging Face).
+HUBS = ("hf", "modelscope")
+HUB_CHOICES = ("auto", *HUBS)
+_HUB_ALIASES = {"huggingface": "hf"}
+
+
+def hub_name(value: str) -> str | None:
+    """``value`` as one of ``HUB_CHOICES`` (any case and spacing, ``huggingface`` = ``hf``);
+    None when it is none of them."""
+    key = value.strip().lower()
+    key = _HUB_ALIASES.get(key, key)
+    return key if key in HUB_CHOICES else None
+
+
+def env_hub() -> str | None:
+    """``HEADSTART_HUB`` as :func:`hub_name` reads it; None when unset or not a hub."""
+    value = env_str("HEADSTART_HUB")
+    return hub_name(value) if value else None
+
+
+# `headstart run`'s options (plan.RunOptions fields) and the variable that gives each one
+# when the command line does not.
+RUN_OPTION_ENV = {
+    "model": "HEADSTART_MODEL", "revision": "HEADSTART_REVISION",
+    "cache_dir": "HEADSTART_CACHE_DIR", "hub": "HEADSTART_HUB", "preload": "HEADSTART_PRELOAD",
+    "no_preload": "HEADSTART_NO_PRELOAD", "no_prefetch": "HEADSTART_NO_PREFETCH",
+    "forkserver": "HEADSTART_FORKSERVER", "trace": "HEADSTART_TRACE",
+    "verbose": "HEADSTART_VERBOSE", "no_profile": "HEADSTART_NO_PROFILE",
+}
+_RUN_FLAGS = ("no_preload", "no_prefetch", "forkserver", "verbose", "no_profile")
+
+
+def comma_list(value: str) -> list[str]:
+    """``a, b,,c`` -> ``["a", "b", "c"]`` (``--preload``, ``HEADSTART_PRELOAD``)."""
+    return [m.strip() for m in value.split(",") if m.strip()]
+
+
+def run_env_options(env: Mapping[str, str] | None = None) -> dict[str, object]:
+    """``headstart run``'s options as ``env`` (default ``os.environ``) sets them, None for
+    each one it does not (an empty value is not set). Strings as given (``hub`` is checked
+    where it is used); ``preload`` a list (:func:`comma_list`); flags True when the value
+    is true as :func:`env_bool` reads it, else False (``HEADSTART_FORKSERVER=maybe`` is an
+    explicit no)."""
+    env = os.environ if env is None else env
+    out: dict[str, object] = {}
+    for option, name in RUN_OPTION_ENV.items():
+        value = env.get(name) or None
+        if option in _RUN_FLAGS:
+            out[option] = (None if value is None or not value.strip()
+                           else bool(_parse_bool(value, False)))
+        elif option == "preload" and value is not None:
+            out[option] = comma_list(value)
+        else:
+            out[option] = value
+    return out
+
+
 # `headstart run` without a profile reads weights while the target imports. A deep queue
 # of large reads (8 x 64 MiB) puts every small library read of the imports behind up to
 # 512 MiB of weights: at 300 MB/s that is seconds per import (measured: cold starts 10-20 %
 # slower than without headstart). A shallow queue keeps the imports' reads near the front.
 RUN_PREFETCH_DEFAULTS = {"workers": 1, "block_size": 4 * 2**20, "method": "pread"}
+# How the page-cache engine reads (``auto``: its default), and how a profile is replayed.
+PREFETCH_METHODS = ("auto", "populate", "pread")
+REPLAY_METHODS = ("readahead", "engine")
 
 
 def run_prefetch_options() -> dict[str, object]:
@@ -89,7 +182,7 @@ def run_prefetch_options() -> dict[str, object]:
     if block is not None:
         opts["block_size"] = block
     method = env_str("HEADSTART_PREFETCH_METHOD")
-    if method in ("pread", "populate", "auto"):
+    if method in PREFETCH_METHODS:
         opts["method"] = method
     return opts
 
@@ -111,9 +204,9 @@ def replay_options() -> dict[str, object]:
     """How a startup profile is replayed: ``{"method": "readahead" | "engine", "window":
     bytes, "early_rate": bytes/s, "early_window": bytes, "yield": bool, "ioprio": str}``
     (see :mod:`headstart.pagecache.readahead`)."""
-    method = env_str("HEADSTART_REPLAY_METHOD", "readahead")
-    opts: dict[str, object] = {"method": method if method in ("readahead", "engine")
-                               else "readahead", **REPLAY_DEFAULTS}
+    method = env_str("HEADSTART_REPLAY_METHOD")
+    opts: dict[str, object] = {"method": method if method in REPLAY_METHODS
+                               else REPLAY_METHODS[0], **REPLAY_DEFAULTS}
     for key, name, least in (("window", "HEADSTART_REPLAY_WINDOW", 4096),
                              ("early_rate", "HEADSTART_REPLAY_EARLY_RATE", 0),
                              ("early_window", "HEADSTART_REPLAY_EARLY_WINDOW", 4096)):
@@ -125,6 +218,35 @@ def replay_options() -> dict[str, object]:
     if ioprio in IOPRIO_CHOICES:
         opts["ioprio"] = ioprio
     return opts
+
+
+# Engine replay, measured (transformers serve, 2 GB model, 2 cores, 3 cold runs each,
+# min/median/max s):
+#   300 MB/s: 4 library then 8 weight workers 9.95/10.06/10.08; one queue of 8
+#   9.91/9.93/10.22 (again: 9.59/9.83/10.03), of 16 10.11/10.48/10.57, of 4
+#   9.65/9.98/10.24, of 2 9.77/10.16/10.20. Two phases left the disk idle between them.
+#   unthrottled: one queue of 8 6.79/6.83/7.17, of 4 6.45/6.55/6.70, 2 then 8
+#   6.76/6.78/6.87: when the disk is fast, CPU is the limit and fewer readers leave
+#   more of it to the target. One ordered queue of 4: neutral when disk-bound, better
+#   when CPU-bound.
+PROFILE_WORKERS_DEFAULT = (4, 4)
+
+
+def profile_workers() -> tuple[int, int]:
+    """(library workers, weight workers) of an ``engine`` replay, from
+    ``HEADSTART_PROFILE_WORKERS=LIB[,WEIGHTS]`` (each at least 1; a bad value is ignored)."""
+    value = env_str("HEADSTART_PROFILE_WORKERS")
+    lib, weights = PROFILE_WORKERS_DEFAULT
+    if value:
+        try:
+            parts = [int(x) for x in value.split(",")]
+            lib = max(1, parts[0])
+            weights = max(1, parts[1]) if len(parts) > 1 else weights
+        except ValueError:
+            import logging
+
+            logging.getLogger(__name__).debug("HEADSTART_PROFILE_WORKERS=%r ignored", value)
+    return lib, weights
 
 
 COVERAGE_FILE_ENV = "HEADSTART_COVERAGE_FILE"

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from headstart._record import Record
+from headstart.settings import HUBS
 
 __all__ = ["HUBS", "WORKERS", "Hub", "TargetFacts", "Workers"]
 
 # Plain names, not typing.Literal: `typing` costs milliseconds on the hot path.
-HUBS = ("hf", "modelscope")
 WORKERS = ("none", "spawn", "fork", "forkserver", "exec")
 Hub = str  # one of HUBS
 Workers = str  # one of WORKERS

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from headstart.settings import HUB_CHOICES
+
 __all__ = [
     "Target",
     "add_model_options",
@@ -52,7 +54,7 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model resolution (for MODEL arguments that are not paths)")
     g.add_argument("--revision", help="branch, tag or commit (default: main)")
     g.add_argument("--cache-dir", help="Hugging Face cache folder (vLLM's --download-dir)")
-    g.add_argument("--hub", choices=["auto", "hf", "modelscope"], default="auto")
+    g.add_argument("--hub", choices=HUB_CHOICES, default="auto")
     g.add_argument("--include", action="append", metavar="GLOB",
                    help="only files matching GLOB (repeatable)")
     g.add_argument("--exclude", action="append", metavar="GLOB",

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from headstart.settings import HUB_CHOICES
+
 __all__ = ["READY_USAGE", "add_cold_options", "add_ready_options", "probe_from",
            "target_command"]
 
@@ -35,7 +37,7 @@ def add_cold_options(p: argparse.ArgumentParser, *, model_help: str, when: str) 
     p.add_argument("--model", metavar="REF", help=model_help)
     p.add_argument("--revision", help="revision of --model")
     p.add_argument("--cache-dir", help="Hugging Face cache folder for --model")
-    p.add_argument("--hub", choices=["auto", "hf", "modelscope"], default="auto")
+    p.add_argument("--hub", choices=HUB_CHOICES, default="auto")
     p.add_argument("--evict", action="append", default=[], metavar="PATH",
                    help=f"also evict this file or folder before {when} (repeatable)")
     p.add_argument("--no-evict-env", action="store_true",

@@ -27,6 +27,8 @@ import argparse
 import json
 import sys
 
+from headstart.settings import PREFETCH_METHODS
+
 __all__ = ["add_parser", "run"]
 
 
@@ -40,7 +42,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help_text: str
     p.add_argument("--budget", default="auto",
                    help="most bytes to make resident: SIZE (2GiB), PCT of available memory "
                         "(25%%), 'auto' (80%% of available, the default) or 'none'")
-    p.add_argument("--method", choices=["auto", "populate", "pread"], default="auto",
+    p.add_argument("--method", choices=PREFETCH_METHODS, default="auto",
                    help="how to read (default auto: see headstart.pagecache.engine)")
     p.add_argument("--no-skip-resident", dest="skip_resident", action="store_false",
                    help="read even what is already in the page cache")

@@ -22,6 +22,7 @@ from headstart.commands._readiness import (
     probe_from,
     target_command,
 )
+from headstart.settings import HUB_CHOICES
 
 __all__ = ["add_parser", "run"]
 
@@ -36,7 +37,7 @@ def add_parser(sub, name: str, help_text: str) -> argparse.ArgumentParser:
     p.add_argument("--model", help="model the command loads (default: read from CMD)")
     p.add_argument("--revision", help="revision of the model")
     p.add_argument("--cache-dir", help="Hugging Face cache folder")
-    p.add_argument("--hub", choices=["auto", "hf", "modelscope"])
+    p.add_argument("--hub", choices=HUB_CHOICES)
     p.add_argument("--evict", action="append", default=[], metavar="PATH",
                    help="also evict this file or folder before recording (repeatable)")
     p.add_argument("--no-evict-env", action="store_true",

@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import sys
 
+from headstart.settings import HUB_CHOICES
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
@@ -26,7 +28,6 @@ _VALUE_OPTIONS = {"--model": "model", "--revision": "revision", "--cache-dir": "
 _FLAG_OPTIONS = {"--no-preload": ("no_preload", True), "--no-prefetch": ("no_prefetch", True),
                  "--no-profile": ("no_profile", True), "--forkserver": ("forkserver", True),
                  "--no-forkserver": ("forkserver", False)}
-_HUBS = ("auto", "hf", "modelscope")
 
 
 def parse_fast(argv: list[str]):
@@ -50,7 +51,7 @@ def parse_fast(argv: list[str]):
                 if i >= len(argv):
                     return None
                 value = argv[i]
-            if name == "--hub" and value not in _HUBS:
+            if name == "--hub" and value not in HUB_CHOICES:
                 return None
             setattr(ns, _VALUE_OPTIONS[name], value)
         elif arg in _FLAG_OPTIONS:
@@ -73,7 +74,7 @@ def add_parser(sub, name: str, help_text: str) -> argparse.ArgumentParser:
     p.add_argument("--model", help="model to prefetch (default: read from CMD) [HEADSTART_MODEL]")
     p.add_argument("--revision", help="model revision: branch, tag or commit [HEADSTART_REVISION]")
     p.add_argument("--cache-dir", help="Hugging Face cache folder [HEADSTART_CACHE_DIR]")
-    p.add_argument("--hub", choices=["auto", "hf", "modelscope"], help="[HEADSTART_HUB]")
+    p.add_argument("--hub", choices=HUB_CHOICES, help="[HEADSTART_HUB]")
     p.add_argument("--preload", metavar="MOD[,MOD...]",
                    help="packages to import in the background [HEADSTART_PRELOAD]")
     p.add_argument("--no-preload", action="store_true", default=None,
@@ -109,9 +110,9 @@ def run(args: argparse.Namespace) -> int:
         _say("run: error: no command given (usage: headstart run [OPTIONS] -- CMD [ARGS...])")
         return 2
 
-    from headstart.settings import env_bool
+    from headstart.settings import disabled
 
-    if env_bool("HEADSTART_DISABLE"):
+    if disabled():
         return _launch_plain(cmd)
 
     from headstart.trace import tracer
@@ -160,11 +161,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _build(args: argparse.Namespace, cmd: list[str]):
     from headstart.plan import RunOptions, build_plan
+    from headstart.settings import comma_list
 
     opts = RunOptions(
         model=args.model, revision=args.revision, cache_dir=args.cache_dir, hub=args.hub,
-        preload=[m.strip() for m in args.preload.split(",") if m.strip()]
-        if args.preload is not None else None,
+        preload=comma_list(args.preload) if args.preload is not None else None,
         no_preload=args.no_preload, no_prefetch=args.no_prefetch, forkserver=args.forkserver,
         trace=args.trace, verbose=args.verbose, no_profile=args.no_profile,
     )

@@ -47,12 +47,10 @@ class MsLocation:
 
 
 def selected_by_env() -> bool:
-    """``HEADSTART_HUB=modelscope``, else vLLM's ``VLLM_USE_MODELSCOPE=true``."""
-    hub = (settings.env_str("HEADSTART_HUB") or "").strip().lower()
-    if hub in ("hf", "huggingface"):
-        return False
-    if hub == "modelscope":
-        return True
+    """``HEADSTART_HUB=modelscope`` (``hf``: not), else vLLM's ``VLLM_USE_MODELSCOPE=true``."""
+    hub = settings.env_hub()
+    if hub in settings.HUBS:
+        return hub == "modelscope"
     return (settings.env_str("VLLM_USE_MODELSCOPE") or "").strip().lower() == "true"
 
 

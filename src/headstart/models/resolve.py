@@ -29,6 +29,7 @@ import logging
 import os
 from collections.abc import Sequence
 
+from headstart import settings
 from headstart.errors import ModelNotFoundError
 from headstart.models import hf_cache, modelscope
 from headstart.models.select import NoLoadableFilesError, select_files, single_file
@@ -38,7 +39,6 @@ from headstart.trace import tracer
 __all__ = ["resolve_model"]
 
 _log = logging.getLogger(__name__)
-_HUBS = {"auto": "auto", "hf": "hf", "huggingface": "hf", "modelscope": "modelscope"}
 
 
 def _patterns(value: str | Sequence[str] | None) -> list[str] | None:
@@ -50,10 +50,9 @@ def _patterns(value: str | Sequence[str] | None) -> list[str] | None:
 
 
 def _hub(hub: str | None) -> str:
-    key = (hub or "auto").strip().lower()
-    if key not in _HUBS:
-        raise ValueError(f"hub must be one of auto, hf, modelscope; got {hub!r}")
-    chosen = _HUBS[key]
+    chosen = settings.hub_name(hub or "auto")
+    if chosen is None:
+        raise ValueError(f"hub must be one of {', '.join(settings.HUB_CHOICES)}; got {hub!r}")
     if chosen == "auto":
         chosen = "modelscope" if modelscope.selected_by_env() else "hf"
     return chosen

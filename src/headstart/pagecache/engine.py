@@ -68,6 +68,7 @@ from headstart.pagecache.pathcheck import check_path as _check_path
 from headstart.pagecache.pathcheck import file_kind as _kind
 from headstart.pagecache.pathcheck import os_reason as _reason
 from headstart.pagecache.ranges import Range, Readable, expand_paths, to_ranges
+from headstart.settings import PREFETCH_METHODS
 
 __all__ = ["DEFAULT_METHOD", "Prefetch", "PrefetchStats", "prefetch"]
 
@@ -637,8 +638,8 @@ class _Skip(Exception):
 def _pick_method(method: str) -> str:
     if method == "auto":
         method = DEFAULT_METHOD
-    if method not in ("pread", "populate"):
-        raise ValueError(f"unknown prefetch method {method!r} (pread, populate, auto)")
+    if method not in PREFETCH_METHODS:  # "auto" is DEFAULT_METHOD by now
+        raise ValueError(f"unknown prefetch method {method!r} ({', '.join(PREFETCH_METHODS)})")
     if method == "populate" and not syscalls.populate_read_available():
         return "pread"
     return method

@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterable
 from headstart.pagecache import syscalls
 from headstart.pagecache.engine import PrefetchStats
 from headstart.pagecache.ranges import Range
+from headstart.settings import REPLAY_DEFAULTS
 
 __all__ = ["DEFAULT_WINDOW", "MAX_HOLD", "ReadaheadUnsupported", "readahead"]
 
@@ -45,7 +46,7 @@ __all__ = ["DEFAULT_WINDOW", "MAX_HOLD", "ReadaheadUnsupported", "readahead"]
 # before use) waits behind. 300 MB/s, 2 GB model, 3 cold runs each: 16 MiB 9.43/9.60/9.69 s,
 # 64 MiB 10.63/10.65/12.44 s; unthrottled (~2.5 GB/s) 16, 32 and 64 MiB were equal
 # (5.95-6.03 s medians), as was the replay alone (1.24 s against 1.22 s).
-DEFAULT_WINDOW = 16 * 2**20
+DEFAULT_WINDOW = int(REPLAY_DEFAULTS["window"])
 _MAX_OPEN = 256  # in-flight chunks hold their file open (small files: one chunk each)
 _PAGE = syscalls.PAGE_SIZE
 _FALLBACK_CHUNK = 128 * 1024  # the kernel's default readahead, when sysfs does not say

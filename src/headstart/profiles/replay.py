@@ -24,38 +24,9 @@ from typing import Any
 from headstart.profiles.store import Validated
 from headstart.trace import tracer
 
-__all__ = ["DEFAULT_LIBRARY_WORKERS", "DEFAULT_WEIGHT_WORKERS", "looks_resident",
-           "readahead_by_options", "replay", "workers_setting"]
+__all__ = ["looks_resident", "readahead_by_options", "replay"]
 
 log = logging.getLogger(__name__)
-
-# Engine replay, measured (transformers serve, 2 GB model, 2 cores, 3 cold runs each,
-# min/median/max s):
-#   300 MB/s: 4 library then 8 weight workers 9.95/10.06/10.08; one queue of 8
-#   9.91/9.93/10.22 (again: 9.59/9.83/10.03), of 16 10.11/10.48/10.57, of 4
-#   9.65/9.98/10.24, of 2 9.77/10.16/10.20. Two phases left the disk idle between them.
-#   unthrottled: one queue of 8 6.79/6.83/7.17, of 4 6.45/6.55/6.70, 2 then 8
-#   6.76/6.78/6.87: when the disk is fast, CPU is the limit and fewer readers leave
-#   more of it to the target. One ordered queue of 4: neutral when disk-bound, better
-#   when CPU-bound.
-DEFAULT_LIBRARY_WORKERS = 4
-DEFAULT_WEIGHT_WORKERS = 4
-
-
-def workers_setting() -> tuple[int, int]:
-    """(library workers, weight workers), from ``HEADSTART_PROFILE_WORKERS=LIB,WEIGHTS``."""
-    from headstart.settings import env_str
-
-    value = env_str("HEADSTART_PROFILE_WORKERS")
-    lib, weights = DEFAULT_LIBRARY_WORKERS, DEFAULT_WEIGHT_WORKERS
-    if value:
-        try:
-            parts = [int(x) for x in value.split(",")]
-            lib = max(1, parts[0])
-            weights = max(1, parts[1]) if len(parts) > 1 else weights
-        except ValueError:
-            log.debug("HEADSTART_PROFILE_WORKERS=%r ignored", value)
-    return lib, weights
 
 
 def looks_resident(validated: Validated, sample: int = 64) -> bool:
@@ -98,7 +69,7 @@ def replay(validated: Validated, *, library_workers: int | None = None,
     Never raises for what the file system does (the readers record it in stats).
     """
     from headstart.pagecache.engine import prefetch
-    from headstart.settings import replay_options
+    from headstart.settings import profile_workers, replay_options
 
     opts = replay_options()
     if opts["method"] == "readahead" and not (library_workers or weight_workers):
@@ -107,7 +78,7 @@ def replay(validated: Validated, *, library_workers: int | None = None,
         if handle is not None:
             on_handle(handle)
             return [handle]
-    lib_w, weight_w = workers_setting()
+    lib_w, weight_w = profile_workers()
     lib_w = library_workers or lib_w
     weight_w = weight_workers or weight_w
     handles = []
