@@ -127,14 +127,12 @@ def _merge(own: list[dict[str, Any]], found: list[dict[str, Any]], mine: int
 
 def _process_start_wall() -> float:
     """When this process started (wall clock), from /proc/self/stat; 0 when unknown."""
-    try:
-        with open("/proc/self/stat", "rb") as fh:
-            raw = fh.read()
-        start_ticks = int(raw[raw.rfind(b")") + 2:].split()[19])
-        since_boot = time.clock_gettime(time.CLOCK_BOOTTIME)
-        return time.time() - (since_boot - start_ticks / os.sysconf("SC_CLK_TCK"))
-    except (OSError, ValueError, IndexError):
+    from headstart.watch.procfs import read_stat
+
+    st = read_stat(os.getpid())
+    if st is None:
         return 0.0
+    return time.time() - (time.clock_gettime(time.CLOCK_BOOTTIME) - st.start_s)
 
 
 def load_events(path: str, mono_t0: float, written_after: float = 0.0) -> list[dict[str, Any]]:

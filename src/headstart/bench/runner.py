@@ -26,6 +26,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 
 from headstart.bench.probes import Probe, wait_port_free
+from headstart.watch import procfs
 
 __all__ = ["RunResult", "group_members", "run_once", "terminate_group"]
 
@@ -72,21 +73,6 @@ class RunResult:
         return asdict(self)
 
 
-def _stat(pid: int) -> tuple[str, int, int] | None:
-    """(state, pgrp, session) of a pid from /proc, or None when it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    # comm may contain spaces and parentheses: the fields start after the last ')'
-    rest = data[data.rfind(b")") + 2 :].split()
-    try:
-        return rest[0].decode(), int(rest[2]), int(rest[3])
-    except (IndexError, ValueError):
-        return None
-
-
 def group_members(leader: int) -> list[int]:
     """Live (non-zombie) processes in the process group or session that ``leader`` started.
 
@@ -94,14 +80,12 @@ def group_members(leader: int) -> list[int]:
     leave the group; they stay in the session unless they call setsid() too.
     """
     pids = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
+    for pid in procfs.pids():
+        st = procfs.read_stat(pid)
+        if st is None or st.state in ("Z", "X"):
             continue
-        st = _stat(int(name))
-        if st is None or st[0] in ("Z", "X"):
-            continue
-        if st[1] == leader or st[2] == leader:
-            pids.append(int(name))
+        if leader in (st.pgrp, st.session):
+            pids.append(pid)
     return pids
 
 

@@ -50,6 +50,7 @@ except ImportError:  # pragma: no cover - every CPython has it
     import importlib._bootstrap as _bootstrap
 
 from headstart.trace import tracer
+from headstart.watch import procfs
 
 __all__ = ["GateEntry", "pending", "register", "release"]
 
@@ -238,14 +239,9 @@ def _progress(ident: int) -> tuple[Any, ...] | None:
         return None
     sig: tuple[Any, ...] = (id(frame), frame.f_code, frame.f_lasti)
     nid = _native_id(ident)
-    if nid is not None:
-        try:
-            with open(f"/proc/self/task/{nid}/stat", "rb") as fh:
-                fields = fh.read().rpartition(b")")[2].split()
-            # minflt, majflt, utime, stime (fields 10, 12, 14, 15 of proc(5))
-            sig += (fields[7], fields[9], fields[11], fields[12])
-        except (OSError, IndexError):
-            pass
+    st = procfs.read_stat(os.getpid(), nid) if nid is not None else None
+    if st is not None:
+        sig += (st.minflt, st.majflt, st.utime_s, st.stime_s)
     return sig
 
 

@@ -20,6 +20,7 @@ from typing import Any
 from headstart.pagecache import syscalls
 from headstart.pagecache.ranges import Readable, to_ranges
 from headstart.pagecache.residency import _expanded, file_residency
+from headstart.watch import procfs
 
 __all__ = ["Eviction", "FileEviction", "evict"]
 
@@ -72,22 +73,12 @@ class Eviction:
 
 def _mappers(dev: int, ino: int, limit: int = 5) -> list[str]:
     """``"pid 123 (python)"`` for processes that map the file (those we may inspect)."""
-    dev_field = f"{os.major(dev):02x}:{os.minor(dev):02x}"
-    ino_field = str(ino)
+    dev_field = f"{os.major(dev):02x}:{os.minor(dev):02x}".encode()
+    ino_field = str(ino).encode()
     found: list[str] = []
-    try:
-        pids = [p for p in os.listdir("/proc") if p.isdigit()]
-    except OSError:
-        return found
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/maps", encoding="ascii", errors="replace") as fh:
-                hit = any(
-                    len(parts) >= 5 and parts[3] == dev_field and parts[4] == ino_field
-                    for parts in (line.split(None, 5) for line in fh))
-        except OSError:
-            continue
-        if hit:
+    for pid in procfs.pids():
+        if any(len(parts) >= 5 and parts[3] == dev_field and parts[4] == ino_field
+               for parts in procfs.read_maps(pid)):
             name = "?"
             with contextlib.suppress(OSError), open(f"/proc/{pid}/comm") as fh:
                 name = fh.read().strip()

@@ -9,6 +9,9 @@
   a copy into user space.
 * ``statfs(2)`` for the file system type (tmpfs ignores ``POSIX_FADV_DONTNEED``).
 
+:func:`libc` is the one ``ctypes`` handle on the C library for all of headstart (fanotify,
+``prctl`` use it too).
+
 Availability is detected once, lazily, on first use; nothing runs at import time except
 module-level constants. Every wrapper returns ``None`` (or raises ``OSError``) instead of
 crashing when the call is missing, so callers can fall back.
@@ -33,6 +36,7 @@ __all__ = [
     "cachestat",
     "cachestat_available",
     "fs_type",
+    "libc",
     "mincore_resident",
     "mincore_trusted",
     "mincore_vector",
@@ -83,7 +87,7 @@ class _CacheStat(ctypes.Structure):
 
 
 _lock = threading.Lock()
-_libc: ctypes.CDLL | None = None
+_libc_handle: ctypes.CDLL | None = None
 _cachestat_ok: bool | None = None  # None: not tried yet
 _populate_ok: bool | None = None
 
@@ -119,11 +123,14 @@ def readahead_window(st_dev: int, default: int) -> int:
     return value
 
 
-def _lib() -> ctypes.CDLL:
-    global _libc
-    if _libc is None:
+def libc() -> ctypes.CDLL:
+    """headstart's one handle on the C library (``use_errno``), with the prototypes of the
+    calls here set; other modules set those of their own calls on it (:mod:`ctypes` keeps
+    one function object per name)."""
+    global _libc_handle
+    if _libc_handle is None:
         with _lock:
-            if _libc is None:
+            if _libc_handle is None:
                 lib = ctypes.CDLL(None, use_errno=True)
                 lib.syscall.restype = ctypes.c_long
                 lib.mmap.restype = ctypes.c_void_p
@@ -137,8 +144,8 @@ def _lib() -> ctypes.CDLL:
                 lib.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
                 lib.statfs.restype = ctypes.c_int
                 lib.statfs.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
-                _libc = lib
-    return _libc
+                _libc_handle = lib
+    return _libc_handle
 
 
 def cachestat_available() -> bool:
@@ -167,7 +174,7 @@ def cachestat_available() -> bool:
 def _raw_cachestat(fd: int, offset: int, length: int) -> CacheStat:
     rng = _CacheStatRange(offset, length)
     out = _CacheStat()
-    rc = _lib().syscall(ctypes.c_long(_SYS_CACHESTAT), ctypes.c_uint(fd), ctypes.byref(rng),
+    rc = libc().syscall(ctypes.c_long(_SYS_CACHESTAT), ctypes.c_uint(fd), ctypes.byref(rng),
                         ctypes.byref(out), ctypes.c_uint(0))
     if rc != 0:
         err = ctypes.get_errno()
@@ -201,7 +208,7 @@ def _map(fd: int, offset: int, length: int) -> tuple[int, int]:
     """mmap ``[offset, offset+length)`` read-only (page aligned); returns (address, length)."""
     start = offset - offset % PAGE_SIZE
     size = length + (offset - start)
-    addr = _lib().mmap(None, size, _PROT_READ, _MAP_SHARED, fd, start)
+    addr = libc().mmap(None, size, _PROT_READ, _MAP_SHARED, fd, start)
     if addr is None or addr == _MAP_FAILED:
         err = ctypes.get_errno()
         raise OSError(err, f"mmap: {os.strerror(err)}")
@@ -214,7 +221,7 @@ def mincore_vector(fd: int, offset: int, length: int) -> bytes:
 
     ``length`` must be positive; raises ``OSError`` when mmap or mincore fails.
     """
-    lib = _lib()
+    lib = libc()
     addr, size = _map(fd, offset, length)
     try:
         pages = (size + PAGE_SIZE - 1) // PAGE_SIZE
@@ -263,7 +270,7 @@ def populate_read(fd: int, offset: int, length: int) -> None:
     Faults read around: up to about one readahead window (``read_ahead_kb``) before and
     after the range can become resident too.
     """
-    lib = _lib()
+    lib = libc()
     addr, size = _map(fd, offset, length)
     try:
         if lib.madvise(addr, size, MADV_POPULATE_READ) != 0:
@@ -277,7 +284,7 @@ def fs_type(path: str | os.PathLike[str]) -> int | None:
     """``statfs(2).f_type`` of the file system holding ``path``; ``None`` when unknown."""
     buf = ctypes.create_string_buffer(256)  # struct statfs is 120 bytes on 64-bit
     try:
-        rc = _lib().statfs(os.fsencode(os.fspath(path)), buf)
+        rc = libc().statfs(os.fsencode(os.fspath(path)), buf)
     except (OSError, AttributeError):
         return None
     if rc != 0:
@@ -307,7 +314,7 @@ def set_io_priority(io_class: int, level: int = 0, pid: int = 0) -> None:
     if nr is None or platform.system() != "Linux":
         raise OSError(errno.ENOSYS, "ioprio_set is not known on this platform")
     value = (io_class << _IOPRIO_CLASS_SHIFT) | level
-    rc = _lib().syscall(ctypes.c_long(nr), ctypes.c_int(_IOPRIO_WHO_PROCESS), ctypes.c_int(pid),
+    rc = libc().syscall(ctypes.c_long(nr), ctypes.c_int(_IOPRIO_WHO_PROCESS), ctypes.c_int(pid),
                         ctypes.c_int(value))
     if rc != 0:
         err = ctypes.get_errno()

@@ -152,13 +152,11 @@ def cuda_initialised() -> str | None:
             return "torch.cuda is initialised" if fn() else None
         except Exception as exc:  # torch half-imported by another thread, or odd builds
             log.debug("torch.cuda.is_initialized() failed: %r", exc)
-    try:
-        with open("/proc/self/maps", encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                if "libcuda.so" in line:
-                    return f"the CUDA driver is loaded ({line.split()[-1]})"
-    except OSError:
-        pass
+    from headstart.watch.procfs import read_maps
+
+    for parts in read_maps("self"):
+        if len(parts) == 6 and b"libcuda.so" in parts[5]:
+            return f"the CUDA driver is loaded ({os.fsdecode(parts[5]).split()[-1]})"
     return None
 
 
@@ -294,12 +292,10 @@ def _guarded_preparation_data(guard_path: str) -> Iterator[None]:
 
 def _alive(pid: int) -> bool:
     """True unless ``pid`` is gone or a zombie (never reaps it: multiprocessing does that)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            stat = fh.read()
-    except OSError:
-        return False
-    return stat[stat.rfind(b")") + 2:][:1] not in (b"Z", b"X")
+    from headstart.watch.procfs import read_stat
+
+    st = read_stat(pid)
+    return st is not None and st.state not in ("Z", "X")
 
 
 def _prewarm(handle: ForkserverPrewarm, start_method_env: str | None,

@@ -47,7 +47,9 @@ _EVENT = struct.Struct("IBBHQii")  # struct fanotify_event_metadata
 
 
 def _libc() -> ctypes.CDLL:
-    lib = ctypes.CDLL(None, use_errno=True)
+    from headstart.pagecache.syscalls import libc
+
+    lib = libc()
     lib.fanotify_init.argtypes = [ctypes.c_uint, ctypes.c_uint]
     lib.fanotify_init.restype = ctypes.c_int
     lib.fanotify_mark.argtypes = [ctypes.c_int, ctypes.c_uint, ctypes.c_uint64, ctypes.c_int,

@@ -22,6 +22,8 @@ from __future__ import annotations
 import os
 from collections.abc import Collection, Iterator
 
+from headstart.watch import procfs
+
 __all__ = ["file_mappings", "or_into", "present_in", "present_pages", "touched_pages"]
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -33,13 +35,7 @@ def file_mappings(pid: int, only: Collection[str] | None = None
     """``(start, end, file offset, path)`` of each file mapping of ``pid`` (``only``: just
     those whose realpath is in it, then given as the realpath); [] when it is gone."""
     out = []
-    try:
-        with open(f"/proc/{pid}/maps", "rb") as fh:
-            data = fh.read()
-    except OSError:
-        return out
-    for line in data.splitlines():
-        parts = line.split(None, 5)
+    for parts in procfs.read_maps(pid):
         if len(parts) < 6 or not parts[5].startswith(b"/") or parts[4] == b"0":
             continue
         path = os.fsdecode(parts[5])

@@ -21,6 +21,8 @@ import threading
 import time
 from typing import Protocol
 
+from headstart.watch import procfs
+
 __all__ = ["MapsSampler", "ProcessTree", "Recorder", "Seen", "make_recorder",
            "resolve_mechanism", "tree_pids"]
 
@@ -89,7 +91,7 @@ class ProcessTree:
 
     def pids(self) -> list[int]:
         """The live pids of the tree."""
-        return [int(n) for n in os.listdir("/proc") if n.isdigit() and int(n) in self]
+        return [pid for pid in procfs.pids() if pid in self]
 
 
 def tree_pids(root_pid: int | None = None, include_root: bool | None = None) -> list[int]:
@@ -99,12 +101,8 @@ def tree_pids(root_pid: int | None = None, include_root: bool | None = None) -> 
 
 
 def _ppid(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            data = fh.read()
-        return int(data[data.rfind(b")") + 2:].split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
+    st = procfs.read_stat(pid)
+    return None if st is None else st.ppid
 
 
 class BaseRecorder:
@@ -151,13 +149,7 @@ class MapsSampler(BaseRecorder):
 
     def sample(self) -> None:
         for pid in self.tree.pids():
-            try:
-                with open(f"/proc/{pid}/maps", "rb") as fh:
-                    data = fh.read()
-            except OSError:
-                continue
-            for line in data.splitlines():
-                parts = line.split(None, 5)
+            for parts in procfs.read_maps(pid):
                 if len(parts) == 6 and parts[5].startswith(b"/"):
                     self._note(os.fsdecode(parts[5]), pid)
         self.events += 1

@@ -1,4 +1,6 @@
-"""What ``/proc`` says about one process: ``stat``, ``io``, ``schedstat`` and its children.
+"""What ``/proc`` says about processes: ``stat``, ``io``, ``schedstat``, ``maps``, children.
+
+The one place that reads and parses these files; the rest of headstart calls it.
 
 One open and one read per file, no parsing beyond what is asked, so that sampling a process
 tree every few milliseconds costs little. Every reader returns None when the process is
@@ -11,15 +13,17 @@ blocked on block I/O; zero unless the kernel's ``task_delayacct`` is on). ``io``
 ``read_bytes`` is what this process caused to be fetched from storage (its own reads, its
 page faults and the readahead they triggered); ``rchar`` counts every byte read, cached or
 not. ``schedstat``: nanoseconds on CPU, nanoseconds runnable but waiting for a CPU, and
-time slices.
+time slices. ``maps``: one line per mapping, ``lo-hi perms offset MAJ:MIN inode [path]``
+(hex but for the inode; a path may hold spaces and ends `` (deleted)`` when the file was
+removed).
 """
 
 from __future__ import annotations
 
 import os
 
-__all__ = ["CLK_TCK", "ProcIO", "ProcStat", "children", "descendants", "read_io",
-           "read_schedstat", "read_stat"]
+__all__ = ["CLK_TCK", "ProcIO", "ProcStat", "children", "descendants", "pids", "read_io",
+           "read_maps", "read_schedstat", "read_stat"]
 
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -89,6 +93,23 @@ def read_stat(pid: int, task: int | None = None) -> ProcStat | None:
         return ProcStat(pid, raw[lp + 1:rp].decode(errors="replace"), raw[rp + 2:].split())
     except (IndexError, ValueError):
         return None
+
+
+def read_maps(pid: int | str) -> list[list[bytes]]:
+    """The mappings of ``/proc/PID/maps`` (``pid`` may be ``"self"``), each line split into
+    its fields: ``[b"lo-hi", perms, offset, b"MAJ:MIN", inode]`` and the path as a sixth
+    field when there is one; [] when the process is gone or not ours to read."""
+    raw = _read(f"/proc/{pid}/maps")
+    return [] if raw is None else [line.split(None, 5) for line in raw.splitlines()]
+
+
+def pids() -> list[int]:
+    """Every pid in ``/proc`` now (in no particular order); [] when it cannot be listed."""
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return []
+    return [int(n) for n in names if n.isdigit()]
 
 
 def read_io(pid: int) -> ProcIO | None:
