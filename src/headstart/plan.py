@@ -31,10 +31,12 @@ class RunOptions(Record):
     trace: str | None
     verbose: int
     no_profile: bool | None
+    zygote: bool | None
 
     FIELDS = (("model", None), ("revision", None), ("cache_dir", None), ("hub", None),
               ("preload", None), ("no_preload", None), ("no_prefetch", None),
-              ("forkserver", None), ("trace", None), ("verbose", 0), ("no_profile", None))
+              ("forkserver", None), ("trace", None), ("verbose", 0), ("no_profile", None),
+              ("zygote", None))
 
 
 class StartupPlan(Record):
@@ -60,13 +62,18 @@ class StartupPlan(Record):
     verbose: int
     # key of the startup profile to look for (headstart.profiles); None: none is used
     profile_key: str | None
+    zygote: bool
+    zygote_reason: str
+    zygote_preload: tuple[str, ...]
+    zygote_env: str | None
 
     FIELDS = (
         ("argv", []), ("launch", None), ("adapter", "generic"), ("model", None),
         ("revision", None), ("cache_dir", None), ("hub", "auto"), ("extra_refs", []),
         ("prefetch", False), ("prefetch_reason", ""), ("preload", ()), ("forkserver", False),
         ("forkserver_reason", ""), ("forkserver_env", {}), ("start_method_env", None),
-        ("trace", None), ("verbose", 0), ("profile_key", None),
+        ("trace", None), ("verbose", 0), ("profile_key", None), ("zygote", False),
+        ("zygote_reason", ""), ("zygote_preload", ()), ("zygote_env", None),
     )
 
     def describe(self) -> str:
@@ -77,6 +84,7 @@ class StartupPlan(Record):
         bits.append(f"preload={','.join(self.preload) or 'none'}")
         bits.append("forkserver=on" if self.forkserver else f"forkserver=off "
                     f"({self.forkserver_reason})")
+        bits.append("zygote=on" if self.zygote else f"zygote=off ({self.zygote_reason})")
         return " ".join(bits)
 
 
@@ -145,4 +153,27 @@ def build_plan(opts: RunOptions, argv: list[str], env: Mapping[str, str] | None 
         if plan.forkserver:
             plan.forkserver_env = dict(forkserver_environ(facts.adapter, env))
             plan.start_method_env = start_method_env_for(facts.adapter)
+    _decide_zygote(plan, facts, opts.zygote if opts.zygote is not None
+                   else from_env["zygote"])
     return plan
+
+
+def _decide_zygote(plan: StartupPlan, facts, requested: bool | None) -> None:
+    """Spawned children fork from a zygote: on where the adapter measured it faster, or when
+    asked; never for an exec'd target, nor one that starts no spawn children."""
+    if not plan.launch.in_process:
+        plan.zygote_reason = "target is exec'd"
+    elif requested is False:
+        plan.zygote_reason = "disabled (--no-zygote)"
+    elif requested:
+        plan.zygote = True
+    elif not facts.zygote:
+        plan.zygote_reason = "opt-in (--zygote) for this target: not measured"
+    elif not facts.loads_weights:
+        plan.zygote_reason = "this command starts no spawned workers"
+    else:
+        plan.zygote = True
+    if plan.zygote:
+        base = plan.preload or tuple(facts.preload)
+        plan.zygote_preload = tuple(dict.fromkeys((*base, *facts.zygote_preload)))
+        plan.zygote_env = facts.zygote_env

@@ -14,6 +14,9 @@ processes see changes.
 ``HEADSTART_NO_PRELOAD``   true: ``--no-preload``
 ``HEADSTART_NO_PREFETCH``  true: ``--no-prefetch``
 ``HEADSTART_FORKSERVER``   true/false: ``--forkserver`` / ``--no-forkserver``
+``HEADSTART_ZYGOTE``       true/false: ``--zygote`` / ``--no-zygote``
+``HEADSTART_ZYGOTE_WAIT``  seconds a spawn waits for the zygote's imports (``120``)
+``HEADSTART_ZYGOTE_LEVELS``  how many generations of spawned children fork from zygotes (``2``)
 ``HEADSTART_TRACE``        ``--trace FILE``
 ``HEADSTART_VERBOSE``      true: ``-v``
 ``HEADSTART_NO_PROFILE``   true: ``--no-profile`` (ignore recorded startup profiles)
@@ -54,6 +57,7 @@ __all__ = [
     "REPLAY_METHODS",
     "RUN_OPTION_ENV",
     "RUN_PREFETCH_DEFAULTS",
+    "ZYGOTE_DEFAULTS",
     "auto_record",
     "comma_list",
     "coverage_file",
@@ -71,6 +75,7 @@ __all__ = [
     "run_env_options",
     "run_prefetch_options",
     "runtime_dir",
+    "zygote_options",
 ]
 
 _TRUE = {"1", "true", "yes", "on", "y", "t"}
@@ -133,8 +138,9 @@ RUN_OPTION_ENV = {
     "no_preload": "HEADSTART_NO_PRELOAD", "no_prefetch": "HEADSTART_NO_PREFETCH",
     "forkserver": "HEADSTART_FORKSERVER", "trace": "HEADSTART_TRACE",
     "verbose": "HEADSTART_VERBOSE", "no_profile": "HEADSTART_NO_PROFILE",
+    "zygote": "HEADSTART_ZYGOTE",
 }
-_RUN_FLAGS = ("no_preload", "no_prefetch", "forkserver", "verbose", "no_profile")
+_RUN_FLAGS = ("no_preload", "no_prefetch", "forkserver", "verbose", "no_profile", "zygote")
 
 
 def comma_list(value: str) -> list[str]:
@@ -317,3 +323,22 @@ def runtime_dir() -> str:
     if value and os.path.isdir(value) and os.access(value, os.W_OK):
         return os.path.join(value, "headstart")
     return os.path.join(headstart_cache(), "run")
+
+
+ZYGOTE_DEFAULTS = {"wait": 120.0, "levels": 2}
+
+
+def zygote_options() -> dict[str, float]:
+    """How long a spawn waits for the zygote (``HEADSTART_ZYGOTE_WAIT``, seconds) and how
+    many generations of spawned children fork from one (``HEADSTART_ZYGOTE_LEVELS``: 1,
+    the target's children only; 2, their children too). A value that does not parse is
+    ignored."""
+    out = dict(ZYGOTE_DEFAULTS)
+    for key, name, kind in (("wait", "HEADSTART_ZYGOTE_WAIT", float),
+                            ("levels", "HEADSTART_ZYGOTE_LEVELS", int)):
+        raw = os.environ.get(name, "").strip()
+        try:
+            out[key] = max(kind(raw), 0) if raw else out[key]
+        except ValueError:
+            continue
+    return out

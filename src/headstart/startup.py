@@ -42,12 +42,13 @@ class Started(Record):
 
     preload: Any
     forkserver: Any
+    zygote: Any
     prefetch_thread: threading.Thread | None
     prefetches: list[Any]
     errors: list[str]
 
-    FIELDS = (("preload", None), ("forkserver", None), ("prefetch_thread", None),
-              ("prefetches", []), ("errors", []))
+    FIELDS = (("preload", None), ("forkserver", None), ("zygote", None),
+              ("prefetch_thread", None), ("prefetches", []), ("errors", []))
 
 
 def _record(started: Started, what: str, exc: BaseException) -> None:
@@ -88,6 +89,8 @@ def start_background(plan: StartupPlan) -> Started:
                            where="helper process")
         except Exception as exc:
             _record(started, "profile replay", exc)
+    if plan.zygote:
+        _start_zygote(plan, started)  # before any thread of ours: it forks
     if plan.preload:
         try:
             from headstart.imports.preload import preload
@@ -120,6 +123,23 @@ def start_background(plan: StartupPlan) -> Started:
         except Exception as exc:
             _record(started, "prefetch", exc)
     return started
+
+
+def _start_zygote(plan: StartupPlan, started: Started) -> None:
+    try:
+        from headstart.procs.launch import sys_path0
+        from headstart.procs.zygote import start_zygote
+        from headstart.settings import zygote_options
+
+        opts = zygote_options()
+        started.zygote = start_zygote(
+            list(plan.zygote_preload), path0=sys_path0(plan.launch), env_from=plan.zygote_env,
+            trace=os.path.abspath(plan.trace) if plan.trace else None, verbose=plan.verbose,
+            wait=float(opts["wait"]), levels=int(opts["levels"]))
+        if started.zygote is None:
+            _record(started, "zygote", RuntimeError("threads already running"))
+    except Exception as exc:
+        _record(started, "zygote", exc)
 
 
 def _signal_imports_done(fd: int) -> None:

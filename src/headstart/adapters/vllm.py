@@ -19,6 +19,10 @@ from headstart.adapters.facts import TargetFacts
 __all__ = ["accepts_forkserver_text", "detect_vllm", "vllm_accepts_forkserver"]
 
 _PRELOAD = ("torch", "transformers")
+# What the spawned EngineCore and its worker import before they load a model; the zygote
+# imports them (a failure, e.g. a platform's worker missing, is only a module less).
+_ZYGOTE_PRELOAD = ("vllm", "vllm.v1.engine.core", "vllm.v1.executor.multiproc_executor",
+                   "vllm.v1.worker.cpu_worker", "vllm.v1.worker.gpu_worker")
 _MP_ENV = "VLLM_WORKER_MULTIPROC_METHOD"
 
 # Boolean switches that may stand between `serve` and the positional model. Names starting
@@ -138,6 +142,10 @@ def _serve_facts(args: Sequence[str], env: Mapping[str, str], *, positional: boo
         load_format=load_format,
         loads_weights=loads,
         preload=_PRELOAD,
+        # EngineCore is always a spawned child (its worker too, unless the user picked fork)
+        zygote=True,
+        zygote_preload=_ZYGOTE_PRELOAD,
+        zygote_env="headstart.adapters.vllm:zygote_env",
     )
 
 
@@ -283,3 +291,32 @@ def vllm_accepts_forkserver(search_path: Sequence[str] | None = None) -> bool | 
         return accepts_forkserver_text(text)
     except (OSError, ImportError, ValueError):
         return None
+
+
+def zygote_env() -> dict[str, str]:
+    """What vLLM's CPU platform sets in the API server before it spawns EngineCore
+    (``CpuPlatform.check_and_update_config``), so that the zygote imports as EngineCore
+    will; runs in the zygote. ``{}`` on other platforms. A variable guessed wrong only
+    makes that child spawn for real (``headstart run -v`` names it)."""
+    import os
+
+    if not _cpu_platform():
+        return {}
+    env = {"VLLM_WORKER_MULTIPROC_METHOD": "spawn",
+           "NUMEXPR_MAX_THREADS": str(len(os.sched_getaffinity(0))),
+           "TORCHINDUCTOR_COMPILE_THREADS": "1", "VLLM_DISABLE_SHARED_EXPERTS_STREAM": "1",
+           "TORCHINDUCTOR_CPP_DYNAMIC_THREADS": "1"}
+    return {k: v for k, v in env.items() if k not in os.environ}
+
+
+def _cpu_platform() -> bool:
+    import os
+
+    if os.environ.get("VLLM_TARGET_DEVICE", "").lower() == "cpu":
+        return True
+    try:
+        from importlib.metadata import version
+
+        return "cpu" in version("vllm")
+    except Exception:
+        return False

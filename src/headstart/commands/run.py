@@ -27,7 +27,8 @@ _VALUE_OPTIONS = {"--model": "model", "--revision": "revision", "--cache-dir": "
                   "--hub": "hub", "--preload": "preload", "--trace": "trace"}
 _FLAG_OPTIONS = {"--no-preload": ("no_preload", True), "--no-prefetch": ("no_prefetch", True),
                  "--no-profile": ("no_profile", True), "--forkserver": ("forkserver", True),
-                 "--no-forkserver": ("forkserver", False)}
+                 "--no-forkserver": ("forkserver", False), "--zygote": ("zygote", True),
+                 "--no-zygote": ("zygote", False)}
 
 
 def parse_fast(argv: list[str]):
@@ -37,6 +38,7 @@ def parse_fast(argv: list[str]):
     ns = types.SimpleNamespace(model=None, revision=None, cache_dir=None, hub=None,
                                preload=None, no_preload=None, no_prefetch=None,
                                no_profile=None, forkserver=None, trace=None, verbose=0,
+                               zygote=None,
                                cmd=[], command="run", func=run)
     i = 0
     while i < len(argv):
@@ -86,6 +88,9 @@ def add_parser(sub, name: str, help_text: str) -> argparse.ArgumentParser:
                         "model's whole files [HEADSTART_NO_PROFILE=1]")
     p.add_argument("--forkserver", action=argparse.BooleanOptionalAction, default=None,
                    help="prewarm a multiprocessing forkserver [HEADSTART_FORKSERVER]")
+    p.add_argument("--zygote", action=argparse.BooleanOptionalAction, default=None,
+                   help="children the target spawns fork from a warm zygote (default: on "
+                        "where measured faster) [HEADSTART_ZYGOTE]")
     p.add_argument("--trace", metavar="FILE", help="write a Chrome trace [HEADSTART_TRACE]")
     p.add_argument("-v", "--verbose", action="count", default=0,
                    help="say what headstart does [HEADSTART_VERBOSE=1]")
@@ -168,6 +173,7 @@ def _build(args: argparse.Namespace, cmd: list[str]):
         preload=comma_list(args.preload) if args.preload is not None else None,
         no_preload=args.no_preload, no_prefetch=args.no_prefetch, forkserver=args.forkserver,
         trace=args.trace, verbose=args.verbose, no_profile=args.no_profile,
+        zygote=args.zygote,
     )
     return build_plan(opts, cmd)
 
@@ -237,5 +243,7 @@ def _report_at_exit(started) -> None:
             _say(f"preload: {started.preload}")
         if started.forkserver is not None:
             _say(f"forkserver: {started.forkserver}")
+        if started.zygote is not None:
+            _say(f"zygote: {started.zygote}")
 
     atexit.register(report)
