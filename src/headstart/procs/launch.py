@@ -15,7 +15,7 @@ import sys
 from headstart._record import Record
 
 __all__ = ["Launch", "classify", "exec_target", "is_this_interpreter", "read_shebang",
-           "run_in_process"]
+           "run_in_process", "sys_path0"]
 
 KINDS = ("console_script", "module", "code", "script", "exec")
 
@@ -160,26 +160,35 @@ def _fresh_main() -> dict:
     return main.__dict__
 
 
+def sys_path0(launch: Launch) -> str:
+    """What ``sys.path[0]`` is for the target, as the interpreter would set it."""
+    if launch.kind == "module":
+        return os.getcwd()
+    if launch.kind == "code":
+        return ""
+    return os.path.dirname(os.path.realpath(launch.path or ""))
+
+
 def run_in_process(launch: Launch) -> None:
     """Run the target here. Returns when it returns; its exceptions propagate unchanged."""
     sys.argv[:] = list(launch.argv)
     if launch.kind == "module":
         import runpy
 
-        sys.path[0:1] = [os.getcwd()]
+        sys.path[0:1] = [sys_path0(launch)]
         sys.argv[0] = "-m"  # runpy replaces it with the module's file, as `python -m` does
         # _run_module_as_main is what `python -m` itself calls: code runs in __main__'s dict.
         _fresh_main()
         runpy._run_module_as_main(launch.module, alter_argv=True)  # type: ignore[attr-defined]
         return
     if launch.kind == "code":
-        sys.path[0:1] = [""]
+        sys.path[0:1] = [sys_path0(launch)]
         globs = _fresh_main()
         exec(compile(launch.code or "", "<string>", "exec", dont_inherit=True), globs)
         return
     # console script or script file: python puts the script's folder first on sys.path.
     path = launch.path or ""
-    sys.path[0:1] = [os.path.dirname(os.path.realpath(path))]
+    sys.path[0:1] = [sys_path0(launch)]
     with open(path, "rb") as fh:
         source = fh.read()
     globs = _fresh_main()
