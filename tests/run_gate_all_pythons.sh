@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Run the import-gate tests (tests/imports) on every supported CPython found under pyenv.
+# Run the import-gate tests (tests/imports) and the checks of headstart._cpython
+# (tests/test_cpython_internals.py) on every supported CPython found under pyenv.
 # Each interpreter gets its own venv (.venv310 ... .venv313, reused if present) with pytest
 # and headstart installed editable. Exits non-zero if any interpreter fails or is missing.
 #   tests/run_gate_all_pythons.sh            # 3.10 3.11 3.12 3.13
@@ -22,6 +23,7 @@ for minor in ${PYTHONS:-3.10 3.11 3.12 3.13}; do
             "$venv/bin/pip" install -q -e . --no-deps || { status=1; continue; }
     fi
     echo "== Python $("$venv/bin/python" -c 'import sys; print(sys.version.split()[0])') ($venv)"
-    "$venv/bin/python" -m pytest tests/imports -q -m "not slow" "$@" || status=1
+    "$venv/bin/python" -m pytest tests/imports tests/test_cpython_internals.py -q -m "not slow" \
+        "$@" || status=1
 done
 exit $status

@@ -44,11 +44,7 @@ import threading
 import time
 from typing import Any
 
-try:  # the same module object as importlib._bootstrap
-    import _frozen_importlib as _bootstrap
-except ImportError:  # pragma: no cover - every CPython has it
-    import importlib._bootstrap as _bootstrap
-
+from headstart import _cpython
 from headstart.trace import tracer
 from headstart.watch import procfs
 
@@ -116,7 +112,7 @@ def _gated_gcd_import(name: Any, package: Any = None, level: int = 0) -> Any:
         absolute = name
         if level > 0:
             try:
-                absolute = _bootstrap._resolve_name(name, package, level)
+                absolute = _cpython.resolve_name(name, package, level)
             except Exception:  # let the real function raise the real error
                 absolute = ""
         entry = _pending.get(absolute.partition(".")[0])
@@ -126,12 +122,12 @@ def _gated_gcd_import(name: Any, package: Any = None, level: int = 0) -> Any:
 
 
 _import_patch = _Patch(builtins, "__import__", _gated_import)
-_gcd_patch = _Patch(_bootstrap, "_gcd_import", _gated_gcd_import)
+_gcd_patch = _Patch(*_cpython.GCD_IMPORT, _gated_gcd_import)
 
 
 def _caller_module() -> str | None:
     """Name of the first module on this thread's stack outside the import machinery."""
-    frame = sys._getframe(2)
+    frame = _cpython.caller_frame(2)
     while frame is not None:
         mod = frame.f_globals.get("__name__")
         if not (isinstance(mod, str) and (mod.startswith(("importlib", "_frozen_importlib"))
@@ -178,28 +174,14 @@ def _wait_for(entry: GateEntry, caller: str | None) -> None:
         _log.debug("stopped waiting for %s after %.3fs: %s", entry.name, waited, outcome)
 
 
-def _blocked_on_locks(tid: int) -> list[Any]:
-    """Module locks thread ``tid`` is acquiring now (3.10/3.11: one lock; 3.12+: a list)."""
-    table = getattr(_bootstrap, "_blocking_on", None)
-    if table is None:
-        return []
-    try:
-        value = table.get(tid)
-        if value is None:
-            return []
-        return list(value) if isinstance(value, list) else [value]
-    except Exception:  # mutated under us (3.12+ WeakValueDictionary): try next slice
-        return []
-
-
 def _edges(tid: int) -> list[int]:
     """Threads ``tid`` waits for: module lock owners, or the owner of a gate it waits at."""
     out = []
     gate = _waiting.get(tid)
     if gate is not None and not gate.done.is_set() and gate.owner.ident is not None:
         out.append(gate.owner.ident)
-    for lock in _blocked_on_locks(tid):
-        owner = getattr(lock, "owner", None)
+    for lock in _cpython.blocking_on(tid):
+        owner = _cpython.lock_owner(lock)
         if owner is not None and owner != tid:
             out.append(owner)
     return out
@@ -227,18 +209,13 @@ def _reason_to_stop(entry: GateEntry, me: int, probe: _StallProbe) -> str | None
     return None
 
 
-def _native_id(ident: int) -> int | None:
-    thread = threading._active.get(ident)  # type: ignore[attr-defined]
-    return getattr(thread, "native_id", None)
-
-
 def _progress(ident: int) -> tuple[Any, ...] | None:
     """Something that changes whenever thread ``ident`` makes progress."""
-    frame = sys._current_frames().get(ident)
+    frame = _cpython.current_frames().get(ident)
     if frame is None:
         return None
     sig: tuple[Any, ...] = (id(frame), frame.f_code, frame.f_lasti)
-    nid = _native_id(ident)
+    nid = _cpython.native_id(ident)
     st = procfs.read_stat(os.getpid(), nid) if nid is not None else None
     if st is not None:
         sig += (st.minflt, st.majflt, st.utime_s, st.stime_s)

@@ -57,9 +57,10 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from headstart import _cpython
 from headstart.trace import tracer
 
 if TYPE_CHECKING:
@@ -246,9 +247,8 @@ def prewarm_forkserver(preload: Iterable[str] = (), *, start_method_env: str | N
 
 def _refusal(start_method_env: str | None) -> str | None:
     import multiprocessing
-    import multiprocessing.process
 
-    if getattr(multiprocessing.process.current_process(), "_inheriting", False):
+    if _cpython.inheriting():
         return "this is a multiprocessing child still bootstrapping"
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return "the forkserver start method is not available on this platform"
@@ -265,29 +265,14 @@ def _refusal(start_method_env: str | None) -> str | None:
     return None
 
 
-@contextlib.contextmanager
-def _guarded_preparation_data(guard_path: str) -> Iterator[None]:
+def _guarded_preparation_data(guard_path: str) -> contextlib.AbstractContextManager[None]:
     """For this thread only, ``spawn.get_preparation_data()`` returns what the forkserver
     uses (``main_path``, ``sys_path``) without fixing the global start method.
 
     Other threads keep the original behaviour: they call straight through.
     """
-    from multiprocessing import spawn
-
-    original = spawn.get_preparation_data
-    me = threading.get_ident()
-
-    def get_preparation_data(name: str) -> dict[str, Any]:
-        if threading.get_ident() != me:
-            return original(name)
-        return {"main_path": guard_path, "sys_path": list(sys.path)}
-
-    spawn.get_preparation_data = get_preparation_data
-    try:
-        yield
-    finally:
-        if spawn.get_preparation_data is get_preparation_data:
-            spawn.get_preparation_data = original
+    return _cpython.preparation_data_for_this_thread(
+        lambda: {"main_path": guard_path, "sys_path": list(sys.path)})
 
 
 def _alive(pid: int) -> bool:
@@ -323,14 +308,13 @@ def _prewarm_steps(handle: ForkserverPrewarm, start_method_env: str | None,
         tracer.instant("forkserver.refused", cat="forkserver", reason=reason)
         handle._finish(False, reason)
         return
-    server = forkserver._forkserver
     guard_path = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                               "_forkserver_guard.py")
     if not os.path.isfile(guard_path):  # e.g. installed in a zip: run_path would kill it
         handle._finish(False, f"guard file not found: {guard_path}")
         return
-    if getattr(server, "_forkserver_pid", None) is not None:
-        handle.pid = server._forkserver_pid
+    if _cpython.forkserver_pid() is not None:
+        handle.pid = _cpython.forkserver_pid()
         handle._finish(True, "a forkserver was already running; its preload list was kept")
         return
 
@@ -342,7 +326,7 @@ def _prewarm_steps(handle: ForkserverPrewarm, start_method_env: str | None,
         sock.bind("\0" + address)
     try:
         # A preload list the target set itself goes through the guard too, after ours.
-        kept = [m for m in (getattr(server, "_preload_modules", None) or [])
+        kept = [m for m in _cpython.forkserver_preload()
                 if m != "__main__" and not m.startswith(_GUARD_PREFIX)]
         plan = {"address": address, "modules": list(dict.fromkeys([*handle.preload, *kept])),
                 "sys_path": list(sys.path)}
@@ -352,7 +336,7 @@ def _prewarm_steps(handle: ForkserverPrewarm, start_method_env: str | None,
         t0 = tracer.now()
         with _guarded_preparation_data(guard_path):
             forkserver.ensure_running()
-        handle.pid = getattr(server, "_forkserver_pid", None)
+        handle.pid = _cpython.forkserver_pid()
         tracer.complete("forkserver.start", t0, cat="forkserver", pid=handle.pid)
         after = multiprocessing.get_start_method(allow_none=True)
         if after != before:  # someone else set it meanwhile; recorded, not undone

@@ -173,13 +173,13 @@ def run_in_process(launch: Launch) -> None:
     """Run the target here. Returns when it returns; its exceptions propagate unchanged."""
     sys.argv[:] = list(launch.argv)
     if launch.kind == "module":
-        import runpy
+        from headstart import _cpython
 
         sys.path[0:1] = [sys_path0(launch)]
         sys.argv[0] = "-m"  # runpy replaces it with the module's file, as `python -m` does
-        # _run_module_as_main is what `python -m` itself calls: code runs in __main__'s dict.
+        # what `python -m` itself calls: code runs in __main__'s dict.
         _fresh_main()
-        runpy._run_module_as_main(launch.module, alter_argv=True)  # type: ignore[attr-defined]
+        _cpython.run_module_as_main(launch.module)  # type: ignore[arg-type]
         return
     if launch.kind == "code":
         sys.path[0:1] = [sys_path0(launch)]
