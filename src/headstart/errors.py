@@ -1,4 +1,4 @@
-"""headstart's exceptions.
+"""headstart's exceptions, all of them.
 
 Each inherits the builtin a caller would naturally catch, so ``except FileNotFoundError``
 keeps working::
@@ -8,17 +8,26 @@ keeps working::
     │   └── RevisionNotFoundError
     ├── InvalidSizeError(HeadstartError, ValueError)
     ├── UnreadablePathError(HeadstartError, PermissionError)
-    └── ThrottleError(HeadstartError, PermissionError)
+    ├── ThrottleError(HeadstartError, PermissionError)
+    ├── MissingExtraError(HeadstartError, ImportError)
+    ├── DemoModelExistsError(HeadstartError, FileExistsError)
+    ├── NoLoadableFilesError      internal: resolve_model turns it into ModelNotFoundError
+    └── ReadaheadUnsupported      internal: the caller reads with the engine instead
 
-The CLI turns any ``HeadstartError`` into one line on stderr and exit status 2.
+The CLI turns any ``HeadstartError`` into one line on stderr and exit status 2. The two
+internal ones never leave headstart: the module that raises them documents who catches them.
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "DemoModelExistsError",
     "HeadstartError",
     "InvalidSizeError",
+    "MissingExtraError",
     "ModelNotFoundError",
+    "NoLoadableFilesError",
+    "ReadaheadUnsupported",
     "RevisionNotFoundError",
     "ThrottleError",
     "UnreadablePathError",
@@ -26,7 +35,7 @@ __all__ = [
 
 
 class HeadstartError(Exception):
-    """Base class of every error headstart raises on bad input."""
+    """Base class of every error headstart raises (on bad input, unless internal)."""
 
 
 class ModelNotFoundError(HeadstartError, FileNotFoundError):
@@ -62,3 +71,26 @@ class UnreadablePathError(HeadstartError, PermissionError):
 
 class ThrottleError(HeadstartError, PermissionError):
     """Disk throttling was asked for but cannot be set up (not root, no cgroup, ...)."""
+
+
+class MissingExtraError(HeadstartError, ImportError):
+    """A library of an optional extra (here ``demo``) is not installed."""
+
+
+class DemoModelExistsError(HeadstartError, FileExistsError):
+    """The destination exists and is not empty (pass ``force=True`` to replace it)."""
+
+    def __str__(self) -> str:  # FileExistsError would print errno-style otherwise
+        return self.args[0]
+
+
+class NoLoadableFilesError(HeadstartError):
+    """Internal: the folder has nothing a server would load (resolve turns it into an error)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class ReadaheadUnsupported(HeadstartError):
+    """Internal: the device's readahead window is 0 or advice is not honoured: use the engine."""

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from headstart.errors import HeadstartError
+from headstart.errors import DemoModelExistsError, HeadstartError, MissingExtraError
 from headstart.sizes import parse_size
 
 __all__ = [
@@ -79,17 +79,6 @@ CHAT_TEMPLATE = (
     "{{- '<|im_start|>assistant\\n' }}"
     "{%- endif %}"
 )
-
-
-class MissingExtraError(HeadstartError, ImportError):
-    """A library of an optional extra (here ``demo``) is not installed."""
-
-
-class DemoModelExistsError(HeadstartError, FileExistsError):
-    """The destination exists and is not empty (pass ``force=True`` to replace it)."""
-
-    def __str__(self) -> str:  # FileExistsError would print errno-style otherwise
-        return self.args[0]
 
 
 def _require(module: str) -> Any:

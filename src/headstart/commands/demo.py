@@ -53,7 +53,7 @@ def _say(msg: str) -> None:
 
 
 def _transformers_cli() -> str:
-    from headstart.bench.demo_model import MissingExtraError
+    from headstart.errors import MissingExtraError
 
     beside = os.path.join(os.path.dirname(sys.executable), "transformers")
     cli = beside if os.access(beside, os.X_OK) else shutil.which("transformers")

@@ -30,9 +30,9 @@ import os
 from collections.abc import Sequence
 
 from headstart import settings
-from headstart.errors import ModelNotFoundError
+from headstart.errors import ModelNotFoundError, NoLoadableFilesError
 from headstart.models import hf_cache, modelscope
-from headstart.models.select import NoLoadableFilesError, select_files, single_file
+from headstart.models.select import select_files, single_file
 from headstart.models.snapshot import Snapshot
 from headstart.trace import tracer
 

@@ -46,6 +46,7 @@ import os
 import re
 from collections.abc import Iterable, Sequence
 
+from headstart.errors import NoLoadableFilesError
 from headstart.models.snapshot import Role, SnapshotFile
 from headstart.pagecache.pathcheck import check_path, read_small_regular_file
 
@@ -81,14 +82,6 @@ _TRAINING_FILES = frozenset(
     }
 )
 _MAX_INDEX_BYTES = 256 * 1024 * 1024  # real indexes are a few MiB; refuse to slurp more
-
-
-class NoLoadableFilesError(Exception):
-    """Internal: the folder has nothing a server would load (resolve turns it into an error)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def natural_key(name: str) -> list[object]:

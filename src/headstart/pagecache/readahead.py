@@ -35,6 +35,7 @@ import stat as stat_mod
 import time
 from collections.abc import Callable, Iterable
 
+from headstart.errors import ReadaheadUnsupported
 from headstart.pagecache import syscalls
 from headstart.pagecache.engine import PrefetchStats
 from headstart.pagecache.ranges import Range
@@ -52,10 +53,6 @@ _PAGE = syscalls.PAGE_SIZE
 _FALLBACK_CHUNK = 128 * 1024  # the kernel's default readahead, when sysfs does not say
 MAX_HOLD = 0.25  # longest wait for the target's own reads before one more chunk anyway
 _HOLD_STEP = 0.003
-
-
-class ReadaheadUnsupported(Exception):
-    """The device's readahead window is 0 or advice is not honoured: use the engine."""
 
 
 class _Open:

@@ -113,7 +113,9 @@ def _which(name: str) -> str | None:
 
 
 def classify(argv: list[str]) -> Launch:
-    """Decide how to launch ``argv`` (never raises; unknowns become ``exec``)."""
+    """Decide how to launch ``argv``: whatever it cannot run in-process exactly (not found,
+    another interpreter, interpreter options, a binary) becomes ``exec``. Raises
+    ``ValueError`` only for an empty ``argv`` (callers check for a command first)."""
     if not argv:
         raise ValueError("no command given")
     exe = _which(argv[0])

@@ -75,9 +75,9 @@ def read_ahead_of(snap, target_reads, imports_done: Callable[[float], bool] | No
                   keep_going: Callable[[], bool]):
     """A snapshot's whole files in order by :func:`headstart.pagecache.readahead.readahead`,
     behind the target's own reads (falls back to the engine where advice reads nothing)."""
+    from headstart.errors import ReadaheadUnsupported
     from headstart.pagecache.engine import PrefetchStats
     from headstart.pagecache.ranges import to_ranges
-    from headstart.pagecache.readahead import ReadaheadUnsupported
     from headstart.profiles.replay import readahead_by_options
     from headstart.settings import replay_options
 

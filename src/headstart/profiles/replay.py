@@ -148,8 +148,8 @@ def _readahead(validated: Validated, opts: dict,
                yield_to: Callable[[], bool] | None) -> ReadaheadReplay | None:
     """The readahead replay; None when the device does not honour the advice (the caller
     then uses the engine, which skips whatever became resident meanwhile)."""
+    from headstart.errors import ReadaheadUnsupported
     from headstart.pagecache.engine import PrefetchStats
-    from headstart.pagecache.readahead import ReadaheadUnsupported
 
     ranges = validated.libraries + validated.weights
     stats = PrefetchStats()
