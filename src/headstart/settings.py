@@ -169,9 +169,8 @@ def run_env_options(env: Mapping[str, str] | None = None) -> dict[str, object]:
 
 
 # `headstart run` without a profile reads weights while the target imports. A deep queue
-# of large reads (8 x 64 MiB) puts every small library read of the imports behind up to
-# 512 MiB of weights: at 300 MB/s that is seconds per import (measured: cold starts 10-20 %
-# slower than without headstart). A shallow queue keeps the imports' reads near the front.
+# of large reads puts every small library read of the imports behind all of it; a shallow
+# queue keeps the imports' reads near the front (benchmarks/design_measurements.md).
 RUN_PREFETCH_DEFAULTS = {"workers": 1, "block_size": 4 * 2**20, "method": "pread"}
 # How the page-cache engine reads (``auto``: its default), and how a profile is replayed.
 PREFETCH_METHODS = ("auto", "populate", "pread")
@@ -193,14 +192,12 @@ def run_prefetch_options() -> dict[str, object]:
     return opts
 
 
-# Weights read at full speed while the target imports slowed its imports by 0.4-0.5 s
-# on 2 cores (torch import 0.98 s -> 1.35-1.45 s; libraries alone: 0.98 s), though the
-# disk was idle otherwise: filling the page cache at 2 GB/s takes CPU from the importer.
-# A cap that is no loss on a slow disk (the disk is the limit there) and a fraction of the
-# contention on a fast one, lifted when the target's preloads finish.
-# While the target imports, a read it needs that the profile lacks waits behind everything
-# the replay has asked for and the disk has not done yet: a small window then (see README's
-# design section for what was measured), the full one after.
+# While the target imports, weights are read at a capped rate: filling the page cache at
+# full speed takes CPU from the importer even when the disk is idle. The cap is no loss on
+# a slow disk (the disk is the limit there) and a fraction of the contention on a fast
+# one, and is lifted when the target's preloads finish. Meanwhile a read the target needs
+# that the profile lacks waits behind everything the replay has asked for and the disk has
+# not done yet: a small window then, the full one after (benchmarks/design_measurements.md).
 REPLAY_DEFAULTS = {"window": 16 * 2**20, "early_rate": 384 * 10**6,
                    "early_window": 2 * 2**20, "yield": True, "ioprio": "low"}
 IOPRIO_CHOICES = ("idle", "low", "none")
@@ -226,15 +223,9 @@ def replay_options() -> dict[str, object]:
     return opts
 
 
-# Engine replay, measured (transformers serve, 2 GB model, 2 cores, 3 cold runs each,
-# min/median/max s):
-#   300 MB/s: 4 library then 8 weight workers 9.95/10.06/10.08; one queue of 8
-#   9.91/9.93/10.22 (again: 9.59/9.83/10.03), of 16 10.11/10.48/10.57, of 4
-#   9.65/9.98/10.24, of 2 9.77/10.16/10.20. Two phases left the disk idle between them.
-#   unthrottled: one queue of 8 6.79/6.83/7.17, of 4 6.45/6.55/6.70, 2 then 8
-#   6.76/6.78/6.87: when the disk is fast, CPU is the limit and fewer readers leave
-#   more of it to the target. One ordered queue of 4: neutral when disk-bound, better
-#   when CPU-bound.
+# An engine replay: one ordered queue (equal counts: no idle disk between two phases) of
+# few readers, which leave CPU to the target when the disk is fast
+# (benchmarks/design_measurements.md).
 PROFILE_WORKERS_DEFAULT = (4, 4)
 
 

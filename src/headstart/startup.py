@@ -8,7 +8,8 @@ would without headstart. Order matters:
 2. Environment changes (``VLLM_WORKER_MULTIPROC_METHOD``) are applied before the forkserver
    is started, because its children inherit *its* environment.
 3. Modules our own threads need are imported here, in the main thread, so no import of ours
-   runs in a background thread while the target imports (facts.md section 2).
+   runs in a background thread while the target imports (two threads importing one
+   package at once is the race :mod:`headstart.imports.gate` exists for).
 """
 
 from __future__ import annotations
@@ -70,8 +71,8 @@ def start_background(plan: StartupPlan) -> Started:
     if helper_reads:
         # A startup profile is replayed by a helper process, started before any thread of
         # ours: thousands of small library reads from a thread of this process would wait
-        # for the GIL behind the imports they are meant to run ahead of (measured: 2.3 s
-        # instead of 0.5 s for 146 MB). The helper checks the profile, falls back to the
+        # for the GIL behind the imports they are meant to run ahead of
+        # (benchmarks/design_measurements.md). The helper checks the profile, falls back to the
         # whole-file plan when it is stale, and stops when this process exits.
         try:
             # the helper reads weights gently until the preloads are done (see settings)

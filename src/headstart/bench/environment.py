@@ -1,7 +1,7 @@
 """Which Python a target command runs, and which files that Python's startup reads.
 
-A cold start reads the libraries as well as the weights (facts.md section 4: ~0.45 GB of
-2.42 GB), so a cold run must evict the target's interpreter, stdlib and site-packages too.
+A cold start reads the libraries as well as the weights (benchmarks/design_measurements.md),
+so a cold run must evict the target's interpreter, stdlib and site-packages too.
 The interpreter is found from the command's argv[0]: a Python executable itself, or a
 console script whose shebang names one (``#!/venv/bin/python`` or ``#!/usr/bin/env python3``).
 """

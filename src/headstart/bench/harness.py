@@ -1,6 +1,6 @@
 """The cold/warm A/B loop: variants x modes x runs, interleaved and rotated.
 
-Order (the seed's method, facts.md section 1): for each mode, run ``i`` of every variant
+Order: for each mode, run ``i`` of every variant
 back to back, and the variant that goes first rotates with ``i``, so drift (a noisy
 neighbour, a warming disk, thermal limits) hits every variant alike.
 

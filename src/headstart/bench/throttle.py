@@ -1,7 +1,7 @@
 """Emulate slower storage: cap a process tree's disk reads with a cgroup.
 
 Cold starts are I/O-bound on real servers (network disks, cheap NVMe); a fast dev disk
-hides exactly what headstart improves (facts.md section 5 measured at 300 MB/s). This
+hides exactly what headstart improves (README's benchmarks are at 300 MB/s). This
 module creates a fresh cgroup with a read bandwidth limit on the right block device:
 
 * cgroup v1: ``blkio.throttle.read_bps_device`` (``MAJ:MIN BYTES_PER_SECOND``);

@@ -2,7 +2,8 @@
 
 ``huggingface_hub`` is never imported: resolution runs in background threads of processes
 that import it themselves, and a second thread importing a package mid-``__init__`` is the
-race the original prefetch was reverted for (see ``facts.md`` section 2).
+race the original prefetch (vLLM PR #40331) was reverted for (see
+:mod:`headstart.imports.gate`).
 
 The documented cache layout (https://huggingface.co/docs/huggingface_hub/guides/manage-cache)::
 

@@ -1,6 +1,6 @@
 """The page-cache engine: read ordered byte ranges into the page cache, in the background.
 
-How it reads (measured on this project's 2-vCPU VM, virtio disk ~2.5 GB/s, kernel 6.18):
+How it reads (the measurements behind these choices: ``benchmarks/design_measurements.md``):
 
 * A planner thread turns ranges into blocks of ``block_size`` (16 MiB), in order, and a
   pool of workers takes blocks *in that order* from one shared queue, so the first ranges
@@ -8,11 +8,12 @@ How it reads (measured on this project's 2-vCPU VM, virtio disk ~2.5 GB/s, kerne
 * Each file is opened once (``O_RDONLY | O_NONBLOCK``: a FIFO can never block us) and the fd
   is shared by the workers reading its blocks; it is closed after its last block.
 * ``POSIX_FADV_RANDOM`` on that fd turns off readahead for reads through it, so a pread
-  makes exactly the pages asked for resident (readahead here is 8 MiB past each read).
+  makes exactly the pages asked for resident (readahead would add up to the device's
+  ``read_ahead_kb`` past each read).
 * ``method="populate"`` (the default): ``mmap`` + ``madvise(MADV_POPULATE_READ)``, no copy
   into user space, no buffer. Contiguous blocks of one file at the head of the queue are
   mapped together, up to :data:`POPULATE_WINDOW` (64 MiB): the CPU cost is per madvise
-  call (~4 ms each here), not per byte. Page faults read *around* the mapping (up to about
+  call, not per byte. Page faults read *around* the mapping (up to about
   a readahead window before and after it), so blocks within two readahead windows of the
   end of a range, the start of a range that does not start the file, or the end of the
   budget are read with pread instead: ranges and budgets stay exact.
@@ -22,25 +23,6 @@ How it reads (measured on this project's 2-vCPU VM, virtio disk ~2.5 GB/s, kerne
   missing), so a warm prefetch reads ~0 bytes.
 * The memory budget is spent in plan order: the first block that does not fit is cut and
   everything after it is counted in ``bytes_over_budget``.
-
-Measured in one process, 4 x 512 MiB cold files, 8 workers, 4 interleaved rounds,
-median GB/s (CPU seconds per GB):
-
-  ==============================================  ===========  =========
-  pread, 16 MiB blocks                            1.89 - 1.92  0.38-0.42
-  populate, 16 MiB windows                        1.80 - 1.85  0.22-0.24
-  populate, 64 MiB windows (default)              2.21 - 2.32  0.06-0.07
-  populate, 128 MiB windows                       2.18         0.036
-  populate, 64 MiB, MADV_SEQUENTIAL first         1.52         0.27
-  populate, one shared mapping per file           no change    no change
-  ==============================================  ===========  =========
-
-and as whole processes (``benchmarks/prefetch_throughput.py``, 5 runs, median): headstart
-2.48 GB/s at 0.094 CPU s/GB, ``--method pread`` 1.91 at 0.53, ``cat`` 1.80 at 0.34,
-``vmtouch -t`` 2.97 at 0.044; all ~0.30 GB/s when throttled to 300 MB/s, where headstart
-spends 0.10 CPU s/GB and cat 1.6. The VM's run-to-run noise is large (a reader can pay
-~1 s/GB of system time for memory the host reclaimed after an eviction), hence the
-interleaving and min/median/max in the benchmark.
 
 Guarantees: :func:`prefetch` returns at once and never raises into the caller for anything
 the file system does (missing files, FIFOs, sockets, devices, folders, dangling symlinks,

@@ -3,20 +3,16 @@
 For a known list of ranges in the order a start will need them (a startup profile), one
 thread asks the kernel to read them (``posix_fadvise(WILLNEED)``) and keeps at most
 ``window`` bytes asked for and not yet read. The kernel does the reads; the thread only
-submits and waits, so thousands of small library files cost almost no CPU.
-
-Measured on this project's VM (virtio disk, ~2.5 GB/s; the 5,705 library ranges, 235 MB,
-of the demo profile, cold): the engine (``mmap`` + ``MADV_POPULATE_READ``, 4 workers) took
-1.02 s and 1.26 CPU s; this took 0.12 s and 0.08 CPU s, and reading everything afterwards
-ran at warm speed. Per file the engine pays Python thread hand-offs and ~8 syscalls; here it
-is open, fstat, fadvise, cachestat, close.
+submits and waits, so thousands of small library files cost almost no CPU: per file it is
+open, fstat, fadvise, cachestat, close, where the engine pays Python thread hand-offs and
+~8 syscalls (measured: ``benchmarks/design_measurements.md``).
 
 Kernel facts this rests on (Linux ``mm/fadvise.c``, ``mm/readahead.c``):
 
 * ``WILLNEED`` starts the reads and returns without waiting for them; pages already cached
   are skipped. It reads exactly the range asked for -- no speculative readahead around it.
 * One call reads at most ``max(io_pages, ra_pages)`` of the file (the device's
-  ``read_ahead_kb``, 8 MiB here; measured: a 64 MiB call left 8 MiB resident). Ranges are
+  ``read_ahead_kb``; a larger call leaves only that much resident). Ranges are
   therefore submitted in chunks of the device's readahead window; with a window of 0 the
   advice would read nothing, and the caller is told to use the engine instead.
 * A read of a page whose I/O is in flight waits for that I/O. Waiting for the last page of
@@ -44,9 +40,7 @@ from headstart.settings import REPLAY_DEFAULTS
 __all__ = ["DEFAULT_WINDOW", "MAX_HOLD", "ReadaheadUnsupported", "readahead"]
 
 # Bytes asked for and not yet read: what a read the profile lacks (or a page reclaimed
-# before use) waits behind. 300 MB/s, 2 GB model, 3 cold runs each: 16 MiB 9.43/9.60/9.69 s,
-# 64 MiB 10.63/10.65/12.44 s; unthrottled (~2.5 GB/s) 16, 32 and 64 MiB were equal
-# (5.95-6.03 s medians), as was the replay alone (1.24 s against 1.22 s).
+# before use) waits behind; as small as keeps the disk busy (benchmarks/design_measurements.md).
 DEFAULT_WINDOW = int(REPLAY_DEFAULTS["window"])
 _MAX_OPEN = 256  # in-flight chunks hold their file open (small files: one chunk each)
 _PAGE = syscalls.PAGE_SIZE

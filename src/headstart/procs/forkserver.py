@@ -3,7 +3,7 @@
 A server that starts its engine/workers with the ``forkserver`` method pays, at the first
 worker start, for one fresh interpreter plus the imports of its preload list. Starting that
 interpreter at process entry, from a daemon thread, overlaps it with the target's own startup
-(vLLM PR #40331 measured -7.6 s cold at 32B; the same done synchronously was +6.8 s).
+(what vLLM PR #40331 measured: ``benchmarks/design_measurements.md``).
 
 Guarantees of :func:`prewarm_forkserver`:
 

@@ -73,10 +73,8 @@ def main(argv: list[str]) -> int:
 
     spec = json.loads(argv[0])
     parent = int(spec["parent"])
-    # The target comes first: this process only runs ahead of it. Measured warm (all
-    # resident, `headstart run --no-preload`, 4 runs): +0.36 s over the baseline with the
-    # helper at normal priority validating every file first; -0.01 s with nice 10 and the
-    # residency check before validation. Cold results were unchanged.
+    # The target comes first: this process only runs ahead of it, at nice 10, and a warm
+    # start costs it one residency check (benchmarks/design_measurements.md).
     with contextlib.suppress(OSError):
         os.nice(10)
     _lower_io_priority()
