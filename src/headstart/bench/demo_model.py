@@ -527,54 +527,20 @@ def make_demo_model(
             (files / name).write_bytes(data)
             written[name] = None
 
-        weight_map: dict[str, str] = {}
-        total = 0
-        for k, idx in enumerate(groups):
-            name = f"model-{k + 1:05d}-of-{len(groups):05d}.safetensors"
-            nbytes, sha = _write_shard(files / name, plan, idx, seed, hf_cache)
-            written[name] = sha
-            total += nbytes
-            weight_map.update({plan.tensors[i][0]: name for i in idx})
-        index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+        index = _write_weights(files, plan, groups, seed, hf_cache, written)
+        total = index["metadata"]["total_size"]
 
         tok = _train_tokenizer(plan.vocab)
         put("tokenizer.json", tok.to_str(pretty=True).encode())
-        texts = {
-            "model.safetensors.index.json": index,
-            "config.json": _config(plan),
-            "generation_config.json": _generation_config(plan),
-            "tokenizer_config.json": _tokenizer_config(),
-            "special_tokens_map.json": {
-                "eos_token": IM_END,
-                "pad_token": ENDOFTEXT,
-                "additional_special_tokens": [IM_START, IM_END],
-            },
-            MARKER: {
-                "generator": "headstart demo-model",
-                "format_version": FORMAT_VERSION,
-                "arch": arch,
-                "dtype": dtype,
-                "size": parse_size(size),
-                "seed": seed,
-                "shards": len(groups),
-                "params": plan.params,
-                "weights_bytes": total,
-            },
-        }
-        for name, obj in texts.items():
+        marker = {"generator": "headstart demo-model", "format_version": FORMAT_VERSION,
+                  "arch": arch, "dtype": dtype, "size": parse_size(size), "seed": seed,
+                  "shards": len(groups), "params": plan.params, "weights_bytes": total}
+        for name, obj in _sidecars(plan, index, marker).items():
             put(name, (json.dumps(obj, indent=2) + "\n").encode())
         put("chat_template.jinja", CHAT_TEMPLATE.encode())
 
         if hf_cache:
-            snap = tmp / "snapshots" / commit
-            snap.mkdir(parents=True)
-            for name, sha in sorted(written.items()):
-                # Like the hub: LFS files (weights) are named by sha256, others by git sha1.
-                blob = sha or _git_blob_sha1((files / name).read_bytes())
-                os.replace(files / name, files / blob)
-                os.symlink(f"../../blobs/{blob}", snap / name)
-            (tmp / "refs").mkdir()
-            (tmp / "refs" / "main").write_text(commit)  # last: the revision now resolves
+            _link_snapshot(tmp, files, commit, written)
         _fsync_tree(tmp)
         if dest.exists():
             shutil.rmtree(dest)
@@ -583,6 +549,53 @@ def make_demo_model(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return dest / "snapshots" / commit if hf_cache else dest
+
+
+def _write_weights(files: Path, plan: DemoModelPlan, groups: list[list[int]], seed: int,
+                   hf_cache: bool, written: dict[str, str | None]) -> dict[str, Any]:
+    """Write the shards into ``files`` (their sha256 into ``written`` for the hub cache);
+    return the ``model.safetensors.index.json`` document."""
+    weight_map: dict[str, str] = {}
+    total = 0
+    for k, idx in enumerate(groups):
+        name = f"model-{k + 1:05d}-of-{len(groups):05d}.safetensors"
+        nbytes, sha = _write_shard(files / name, plan, idx, seed, hf_cache)
+        written[name] = sha
+        total += nbytes
+        weight_map.update({plan.tensors[i][0]: name for i in idx})
+    return {"metadata": {"total_size": total}, "weight_map": weight_map}
+
+
+def _sidecars(plan: DemoModelPlan, index: dict[str, Any], marker: dict[str, Any]
+              ) -> dict[str, Any]:
+    """The JSON files beside the weights: file name -> document."""
+    return {
+        "model.safetensors.index.json": index,
+        "config.json": _config(plan),
+        "generation_config.json": _generation_config(plan),
+        "tokenizer_config.json": _tokenizer_config(),
+        "special_tokens_map.json": {
+            "eos_token": IM_END,
+            "pad_token": ENDOFTEXT,
+            "additional_special_tokens": [IM_START, IM_END],
+        },
+        MARKER: marker,
+    }
+
+
+def _link_snapshot(tmp: Path, files: Path, commit: str, written: dict[str, str | None]
+                   ) -> None:
+    """Lay ``files`` out as a hub cache repo: blobs named like the hub's, a snapshot of
+    symlinks, then ``refs/main`` (last: only then does the revision resolve)."""
+    snap = tmp / "snapshots" / commit
+    snap.mkdir(parents=True)
+    for name, sha in sorted(written.items()):
+        # Like the hub: LFS files (weights) are named by sha256, others by git sha1.
+        blob = sha or _git_blob_sha1((files / name).read_bytes())
+        os.replace(files / name, files / blob)
+        os.symlink(f"../../blobs/{blob}", snap / name)
+    (tmp / "refs").mkdir()
+    (tmp / "refs" / "main").write_text(commit)
 
 
 def _fsync_tree(root: Path) -> None:

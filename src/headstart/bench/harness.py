@@ -158,52 +158,6 @@ def run_bench(config: BenchConfig, say: Callable[[str], None] = lambda _m: None)
     result.planned = len(plan)
     os.makedirs(config.out_dir, exist_ok=True)
 
-    def one(variant: Variant, mode: str, index: int, warmup: bool) -> RunResult:
-        folder = "warmup" if warmup else f"run-{index + 1}"
-        run_dir = os.path.join(config.out_dir, mode, variant.name, folder)
-        os.makedirs(run_dir, exist_ok=True)
-        argv, trace_path = variant.argv_for(run_dir, config.trace)
-        eviction = None
-        if mode == "cold" and config.evict_paths:
-            try:
-                eviction = evict_checked(config.evict_paths)
-            except (ImportError, OSError, ValueError) as exc:
-                # the run still happens; the report says its cold start was not checked
-                eviction = {"error": f"{type(exc).__name__}: {exc}", "residual_percent": 100.0}
-            if eviction["residual_percent"] > RESIDUAL_WARN_PERCENT:
-                why = ""
-                if eviction.get("stayed"):
-                    top = eviction["stayed"][0]
-                    why = f"; largest: {top['path']} ({'; '.join(top['reasons'])[:120]})"
-                msg = (f"{mode}/{variant.name}/{folder}: {eviction['residual_percent']:.1f} % "
-                       f"of the evicted bytes stayed resident{why}")
-                result.warnings.append(msg)
-                log.warning("%s", msg)
-        r = _run(config, argv, run_dir, preexec)
-        r.variant, r.mode, r.index, r.warmup = variant.name, mode, index, warmup
-        r.eviction = eviction
-        if throttles:
-            # Anything still in the throttle cgroup escaped the session (setsid + fork):
-            # kill it so it cannot hold the port or the disk during the next run. A
-            # replay helper notices its target is gone by itself and writes its report
-            # first: it is given ESCAPE_GRACE seconds for that.
-            escaped = _wait_gone(throttles[0].procs, ESCAPE_GRACE)
-            for pid in escaped:
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGKILL)
-            if escaped:
-                r.killed += escaped
-                result.warnings.append(f"{mode}/{variant.name}/{folder}: killed {len(escaped)} "
-                                       "process(es) that had left the run's session")
-        r.coverage = _coverage_of(run_dir, wait=0.0 if throttles or variant.name == "baseline"
-                                  else 1.0)
-        if trace_path and os.path.exists(trace_path):
-            r.trace = trace_path
-        if r.port_free_after is False:
-            result.warnings.append(f"{mode}/{variant.name}/{folder}: port still in use after "
-                                   f"{config.port_wait:g} s")
-        return r
-
     preexec = None
     throttles: list = []
     current: list[tuple[Variant, str, int, bool]] = []
@@ -226,12 +180,13 @@ def run_bench(config: BenchConfig, say: Callable[[str], None] = lambda _m: None)
                     # follows another variant's first (cache-filling) start.
                     for w in config.variants:
                         current[:] = [(w, mode, 0, True)]
-                        r = one(w, mode, 0, True)
+                        r = _one_run(config, result, w, mode, 0, True, preexec, throttles)
                         result.warmups.append(r)
                         say(f"[warm-up] {w.name}: {_line(r)}")
                         warmed.add(w.name)
                 current[:] = [(variant, mode, index, False)]
-                r = one(variant, mode, index, False)
+                r = _one_run(config, result, variant, mode, index, False, preexec,
+                             throttles)
                 result.runs.append(r)
                 say(f"[{n}/{len(plan)}] {mode} {name} run {index + 1}: {_line(r)}")
             current.clear()
@@ -250,6 +205,65 @@ def run_bench(config: BenchConfig, say: Callable[[str], None] = lambda _m: None)
             say("interrupted: the current run was torn down; writing a partial report")
     result.finished = time.time()
     return result
+
+
+def _one_run(config: BenchConfig, result: BenchResult, variant: Variant, mode: str,
+             index: int, warmup: bool, preexec: Callable[[], None] | None,
+             throttles: list) -> RunResult:
+    """One start of ``variant``: evict (cold), run, kill what escaped the session, and
+    collect its coverage and trace; warnings go to ``result``."""
+    folder = "warmup" if warmup else f"run-{index + 1}"
+    label = f"{mode}/{variant.name}/{folder}"
+    run_dir = os.path.join(config.out_dir, mode, variant.name, folder)
+    os.makedirs(run_dir, exist_ok=True)
+    argv, trace_path = variant.argv_for(run_dir, config.trace)
+    eviction = _evict_cold(config, result, label) if mode == "cold" else None
+    r = _run(config, argv, run_dir, preexec)
+    r.variant, r.mode, r.index, r.warmup = variant.name, mode, index, warmup
+    r.eviction = eviction
+    if throttles:
+        # Anything still in the throttle cgroup escaped the session (setsid + fork):
+        # kill it so it cannot hold the port or the disk during the next run. A
+        # replay helper notices its target is gone by itself and writes its report
+        # first: it is given ESCAPE_GRACE seconds for that.
+        escaped = _wait_gone(throttles[0].procs, ESCAPE_GRACE)
+        for pid in escaped:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        if escaped:
+            r.killed += escaped
+            result.warnings.append(f"{label}: killed {len(escaped)} "
+                                   "process(es) that had left the run's session")
+    r.coverage = _coverage_of(run_dir, wait=0.0 if throttles or variant.name == "baseline"
+                              else 1.0)
+    if trace_path and os.path.exists(trace_path):
+        r.trace = trace_path
+    if r.port_free_after is False:
+        result.warnings.append(f"{label}: port still in use after "
+                               f"{config.port_wait:g} s")
+    return r
+
+
+def _evict_cold(config: BenchConfig, result: BenchResult, label: str) -> dict | None:
+    """Evict the cold run's paths and check it; a residual over RESIDUAL_WARN_PERCENT is a
+    warning in ``result``. None when there is nothing to evict."""
+    if not config.evict_paths:
+        return None
+    try:
+        eviction = evict_checked(config.evict_paths)
+    except (ImportError, OSError, ValueError) as exc:
+        # the run still happens; the report says its cold start was not checked
+        eviction = {"error": f"{type(exc).__name__}: {exc}", "residual_percent": 100.0}
+    if eviction["residual_percent"] > RESIDUAL_WARN_PERCENT:
+        why = ""
+        if eviction.get("stayed"):
+            top = eviction["stayed"][0]
+            why = f"; largest: {top['path']} ({'; '.join(top['reasons'])[:120]})"
+        msg = (f"{label}: {eviction['residual_percent']:.1f} % "
+               f"of the evicted bytes stayed resident{why}")
+        result.warnings.append(msg)
+        log.warning("%s", msg)
+    return eviction
 
 
 def _coverage_of(run_dir: str, wait: float) -> dict | None:

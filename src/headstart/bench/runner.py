@@ -163,6 +163,49 @@ def _save_response(run_dir: str, body: bytes) -> str:
     return path
 
 
+def _wait_exit(proc: subprocess.Popen, result: RunResult, t0: float, timeout: float) -> None:
+    """``--until-exit``: ready when the target exits with status 0 within ``timeout``."""
+    try:
+        rc = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        rc = None
+    if rc is None:
+        result.outcome, result.reason = TIMEOUT, f"did not exit within {timeout:g} s"
+        return
+    result.exit_code = rc
+    if rc == 0:
+        result.ok, result.outcome = True, READY
+        result.seconds = time.monotonic() - t0
+        result.ready_detail = "exit status 0"
+    else:
+        result.outcome, result.reason = EXITED, f"exited with status {rc}"
+
+
+def _wait_ready(proc: subprocess.Popen, probe: Probe, result: RunResult, t0: float,
+                timeout: float, poll_interval: float) -> None:
+    """Poll ``probe`` until it says ready, the target exits, or ``timeout`` passes."""
+    deadline = t0 + timeout
+    while True:
+        rc = proc.poll()
+        hit = probe.check(deadline)
+        now = time.monotonic()
+        if hit is not None:
+            result.ok, result.outcome, result.seconds = True, READY, now - t0
+            result.ready_detail = hit.detail
+            if hit.body is not None:
+                result.response = _save_response(result.run_dir, hit.body)
+            return
+        if rc is not None:
+            result.exit_code = rc
+            result.outcome = EXITED
+            result.reason = f"exited with status {rc} before it was ready"
+            return
+        if now >= deadline:
+            result.outcome, result.reason = TIMEOUT, f"not ready within {timeout:g} s"
+            return
+        time.sleep(min(poll_interval, max(0.0, deadline - now)))
+
+
 def run_once(
     argv: Sequence[str],
     probe: Probe,
@@ -204,7 +247,6 @@ def run_once(
     try:
         result.started_at = time.time()
         t0 = time.monotonic()
-        deadline = t0 + timeout
         try:
             proc = subprocess.Popen(
                 list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env,
@@ -218,40 +260,10 @@ def run_once(
             on_start(proc, t0)
         probe.start(result.stdout, result.stderr)
         if probe.waits_for_exit:
-            try:
-                rc = proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                rc = None
-            if rc is None:
-                result.outcome, result.reason = TIMEOUT, f"did not exit within {timeout:g} s"
-            else:
-                result.exit_code = rc
-                if rc == 0:
-                    result.ok, result.outcome = True, READY
-                    result.seconds = time.monotonic() - t0
-                    result.ready_detail = "exit status 0"
-                else:
-                    result.outcome, result.reason = EXITED, f"exited with status {rc}"
-            return result
-        while True:
-            rc = proc.poll()
-            hit = probe.check(deadline)
-            now = time.monotonic()
-            if hit is not None:
-                result.ok, result.outcome, result.seconds = True, READY, now - t0
-                result.ready_detail = hit.detail
-                if hit.body is not None:
-                    result.response = _save_response(run_dir, hit.body)
-                return result
-            if rc is not None:
-                result.exit_code = rc
-                result.outcome = EXITED
-                result.reason = f"exited with status {rc} before it was ready"
-                return result
-            if now >= deadline:
-                result.outcome, result.reason = TIMEOUT, f"not ready within {timeout:g} s"
-                return result
-            time.sleep(min(poll_interval, max(0.0, deadline - now)))
+            _wait_exit(proc, result, t0, timeout)
+        else:
+            _wait_ready(proc, probe, result, t0, timeout, poll_interval)
+        return result
     except KeyboardInterrupt as exc:
         result.ok, result.seconds = False, None
         result.outcome, result.reason = INTERRUPTED, "interrupted (Ctrl-C or SIGTERM)"
