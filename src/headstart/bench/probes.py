@@ -18,6 +18,8 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 
+from headstart.watch.phases import read_appended
+
 __all__ = [
     "ExitProbe",
     "LogProbe",
@@ -205,23 +207,12 @@ class LogProbe(Probe):
 
     def check(self, deadline: float) -> ProbeHit | None:
         for entry in self._files:
-            path, offset, partial = entry
-            try:
-                with open(path, "rb") as f:
-                    f.seek(offset)
-                    data = f.read()
-            except OSError:
-                continue
-            if not data:
-                continue
-            entry[1] = offset + len(data)
-            lines = (partial + data).split(b"\n")
-            entry[2] = lines[-1]
             # The unfinished last line is searched too: a prompt may never end in "\n".
-            for raw in lines:
+            for raw in read_appended(entry):
                 line = raw.decode("utf-8", "replace")
                 if self._regex.search(line):
-                    return ProbeHit(detail=f"{os.path.basename(path)}: {line.strip()[:200]}")
+                    return ProbeHit(detail=f"{os.path.basename(entry[0])}: "
+                                           f"{line.strip()[:200]}")
         return None
 
     def describe(self) -> dict:

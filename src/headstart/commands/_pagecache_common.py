@@ -19,6 +19,7 @@ __all__ = [
     "add_targets_parser",
     "per_file_json",
     "progress_display",
+    "resolve_files",
     "resolve_targets",
     "table",
 ]
@@ -40,14 +41,25 @@ class Target:
 
 
 def add_targets_parser(sub: argparse._SubParsersAction, name: str, help_text: str,
-                       description: str | None) -> argparse.ArgumentParser:
+                       description: str | None, func: Callable[[argparse.Namespace], int]
+                       ) -> argparse.ArgumentParser:
     """The subcommand parser ``prefetch``, ``status`` and ``evict`` share: ``MODEL|PATH...``
-    and the model options (the caller adds its own options and ``set_defaults``)."""
+    and the model options, run by ``func`` (the caller adds its own options)."""
     p = sub.add_parser(name, help=help_text, description=description,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("targets", nargs="+", metavar="MODEL|PATH")
     add_model_options(p)
+    p.set_defaults(func=func)
     return p
+
+
+def resolve_files(args: argparse.Namespace, *, model_folders: bool
+                  ) -> tuple[list[Target], list[str], list[str]]:
+    """:func:`resolve_targets`, and the paths to read and names to show of all their files,
+    in order."""
+    targets = resolve_targets(args, model_folders=model_folders)
+    return (targets, [path for t in targets for path, _n in t.files],
+            [name for t in targets for _p, name in t.files])
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:

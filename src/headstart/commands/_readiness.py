@@ -7,8 +7,8 @@ import argparse
 
 from headstart.settings import HUB_CHOICES
 
-__all__ = ["READY_USAGE", "add_cold_options", "add_ready_options", "probe_from",
-           "target_command"]
+__all__ = ["READY_USAGE", "add_cold_options", "add_command_args", "add_ready_options",
+           "probe_from", "target_command"]
 
 READY_USAGE = "(--ready-url URL | --ready-request URL JSON | --ready-log REGEX | --until-exit)"
 
@@ -44,6 +44,13 @@ def add_cold_options(p: argparse.ArgumentParser, *, model_help: str, when: str) 
                    help=f"do not evict the target's Python installation before {when}")
     p.add_argument("--disk-bps", metavar="SIZE",
                    help="throttle the target's disk reads, e.g. 300MB (root; cgroup blkio/io)")
+
+
+def add_command_args(p: argparse.ArgumentParser, cmd_help: str) -> None:
+    """``-v`` and the target command after ``--`` (``args.cmd``, see :func:`target_command`):
+    the last arguments of each of these subcommands."""
+    p.add_argument("-v", "--verbose", action="count", default=0)
+    p.add_argument("cmd", nargs=argparse.REMAINDER, help=cmd_help)
 
 
 def probe_from(args: argparse.Namespace):

@@ -27,6 +27,7 @@ import time
 from headstart.commands._readiness import (
     READY_USAGE,
     add_cold_options,
+    add_command_args,
     add_ready_options,
     probe_from,
     target_command,
@@ -68,8 +69,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help_text: str
                         "--trace: uvicorn re-raises the stop signal after its shutdown, and "
                         "only INT lets atexit handlers such as the trace writer run)")
     p.add_argument("--no-plot", action="store_true", help="write no PNG charts")
-    p.add_argument("-v", "--verbose", action="count", default=0)
-    p.add_argument("cmd", nargs=argparse.REMAINDER, help="the server command, after --")
+    add_command_args(p, "the server command, after --")
     p.set_defaults(func=run)
     return p
 

@@ -23,19 +23,16 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help_text: str
                ) -> argparse.ArgumentParser:
     from headstart.commands._pagecache_common import add_targets_parser
 
-    p = add_targets_parser(sub, name, help_text, __doc__)
-    p.set_defaults(func=run)
-    return p
+    return add_targets_parser(sub, name, help_text, __doc__, run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from headstart.commands._pagecache_common import per_file_json, resolve_targets, table
+    from headstart.commands._pagecache_common import per_file_json, resolve_files, table
     from headstart.pagecache.evict import evict
     from headstart.sizes import format_size
 
-    targets = resolve_targets(args, model_folders=False)
-    names = [name for t in targets for _p, name in t.files]
-    result = evict([path for t in targets for path, _n in t.files])
+    targets, paths, names = resolve_files(args, model_folders=False)
+    result = evict(paths)
     if args.json:
         print(per_file_json(targets, result.to_dict()))
         return 0

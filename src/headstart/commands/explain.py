@@ -27,6 +27,7 @@ import time
 from headstart.commands._readiness import (
     READY_USAGE,
     add_cold_options,
+    add_command_args,
     add_ready_options,
     probe_from,
     target_command,
@@ -72,8 +73,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help_text: str
                    help="SIGTERM to SIGKILL delay when stopping a start (default 10)")
     p.add_argument("--port-wait", type=float, default=30.0, metavar="SECONDS",
                    help="how long to wait for the ready URL's port to be free (default 30)")
-    p.add_argument("-v", "--verbose", action="count", default=0)
-    p.add_argument("cmd", nargs=argparse.REMAINDER, help="the command, after --")
+    add_command_args(p, "the command, after --")
     p.set_defaults(func=run)
     return p
 

@@ -36,7 +36,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help_text: str
                ) -> argparse.ArgumentParser:
     from headstart.commands._pagecache_common import add_targets_parser
 
-    p = add_targets_parser(sub, name, help_text, __doc__)
+    p = add_targets_parser(sub, name, help_text, __doc__, run)
     p.add_argument("--workers", type=int, default=8, help="reader threads (default 8)")
     p.add_argument("--block-size", default="16MiB", help="bytes per read (default 16MiB)")
     p.add_argument("--budget", default="auto",
@@ -48,7 +48,6 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help_text: str
                    help="read even what is already in the page cache")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="show progress (default: only when stderr is a terminal)")
-    p.set_defaults(func=run)
     return p
 
 
@@ -68,7 +67,7 @@ def _summary(stats) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from headstart.commands._pagecache_common import progress_display, resolve_targets
+    from headstart.commands._pagecache_common import progress_display, resolve_files
     from headstart.errors import HeadstartError
     from headstart.pagecache.engine import prefetch
     from headstart.sizes import parse_size, parse_size_or_percent
@@ -83,8 +82,7 @@ def run(args: argparse.Namespace) -> int:
         budget = None
     elif args.budget.strip().lower() != "auto":
         budget = parse_size_or_percent(args.budget)
-    targets = resolve_targets(args, model_folders=True)
-    paths = [path for t in targets for path, _name in t.files]
+    targets, paths, _names = resolve_files(args, model_folders=True)
     if args.verbose:
         for t in targets:
             print(f"headstart prefetch: {t.arg}: {len(t.files)} files"

@@ -18,6 +18,7 @@ import tempfile
 
 from headstart.commands._readiness import (
     READY_USAGE,
+    add_command_args,
     add_ready_options,
     probe_from,
     target_command,
@@ -49,8 +50,7 @@ def add_parser(sub, name: str, help_text: str) -> argparse.ArgumentParser:
                    help="how the file order is recorded (default: fanotify as root)")
     p.add_argument("--out", metavar="DIR", help="keep the run's stdout/stderr here")
     p.add_argument("--json", action="store_true", help="print the profile's summary as JSON")
-    p.add_argument("-v", "--verbose", action="count", default=0)
-    p.add_argument("cmd", nargs=argparse.REMAINDER, help="the command, after --")
+    add_command_args(p, "the command, after --")
     p.set_defaults(func=run)
     return p
 

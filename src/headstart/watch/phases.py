@@ -25,7 +25,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 __all__ = ["HEAVY_PACKAGES", "LogLine", "LogTail", "Phase", "PhaseMatcher", "PhaseWatcher",
-           "import_spans", "phases_from_lines", "strip_importtime"]
+           "import_spans", "phases_from_lines", "read_appended", "strip_importtime"]
 
 # top-level packages whose import is worth a row of its own
 HEAVY_PACKAGES = ("torch", "transformers", "vllm", "sglang", "safetensors", "numpy",
@@ -66,6 +66,26 @@ class Phase:
                 **({"args": self.args} if self.args else {})}
 
 
+def read_appended(entry: list, limit: int = -1) -> list[bytes]:
+    """What was appended to a file since the last call, split into lines: ``entry`` is
+    ``[path, offset, unfinished last line]`` and is updated; the last element returned is
+    the unfinished line (``b""`` after a newline). At most ``limit`` new bytes (-1: all);
+    [] when there is nothing new or the file cannot be read."""
+    path, offset, partial = entry
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            data = fh.read(limit)
+    except OSError:
+        return []
+    if not data:
+        return []
+    entry[1] = offset + len(data)
+    parts = (partial + data).split(b"\n")
+    entry[2] = parts[-1]
+    return parts
+
+
 class LogTail:
     """Follows files that another process appends to; keeps every complete line."""
 
@@ -77,19 +97,7 @@ class LogTail:
     def poll(self, now: float) -> list[LogLine]:
         new: list[LogLine] = []
         for stream, entry in self._files.items():
-            path, offset, partial = entry
-            try:
-                with open(path, "rb") as fh:
-                    fh.seek(offset)
-                    data = fh.read(16 << 20)
-            except OSError:
-                continue
-            if not data:
-                continue
-            entry[1] = offset + len(data)
-            parts = (partial + data).split(b"\n")
-            entry[2] = parts[-1]
-            for raw in parts[:-1]:
+            for raw in read_appended(entry, 16 << 20)[:-1]:
                 new.append(LogLine(now, stream, raw.decode("utf-8", "replace").rstrip("\r")))
         if len(self.lines) < self._keep:
             self.lines.extend(new[: self._keep - len(self.lines)])
