@@ -179,11 +179,7 @@ class TreeSampler:
         with self._lock:
             now = time.monotonic()
             self.ticks += 1
-            try:
-                names = os.listdir("/proc")
-            except OSError:
-                names = []
-            pids = sorted(int(n) for n in names if n.isdigit())
+            pids = sorted(procfs.pids())
             # parents first (lower pid usually), then a second pass for late parents
             for _ in range(2):
                 for pid in pids:
