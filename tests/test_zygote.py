@@ -318,3 +318,49 @@ def test_plan_decides_the_zygote() -> None:
     assert not plan(script).zygote and "opt-in" in plan(script).zygote_reason
     assert plan(script, zygote=True).zygote
     assert plan(["/bin/true"], zygote=True).zygote_reason == "target is exec'd"
+
+
+NESTED = textwrap.dedent("""
+    import multiprocessing as mp, os
+    def grandchild(q):
+        q.put((os.getppid(), os.environ.get("OMP_NUM_THREADS")))
+    def ancestors(pid):
+        while pid > 1:
+            with open(f"/proc/{pid}/stat") as fh:
+                pid = int(fh.read().rpartition(")")[2].split()[1])
+            yield pid
+    def child(q, out):
+        os.environ["OMP_NUM_THREADS"] = "3"  # read by native code when it loads
+        inner = mp.get_context("spawn").Queue()
+        p = mp.get_context("spawn").Process(target=grandchild, args=(inner,))
+        p.start()
+        parent, threads = inner.get()
+        mine = parent == os.getpid() or os.getpid() in ancestors(parent)
+        p.join()
+        out.put((threads, "descendant" if mine else "elsewhere"))
+    if __name__ == "__main__":
+        q = mp.get_context("spawn").Queue()
+        p = mp.get_context("spawn").Process(target=child, args=(None, q))
+        p.start()
+        print(*q.get())
+        p.join()
+""")
+
+
+
+def test_grandchildren_spawned_with_new_variables_fork_from_a_learned_zygote(
+        tmp_path: Path) -> None:
+    """First start: the grandchild is spawned for real (OMP_NUM_THREADS changed) and the
+    value is kept; the next start's grandchild forks from a zygote of the child started
+    under it, still a descendant of the child."""
+    (tmp_path / "t.py").write_text(NESTED)
+    first = _run(sys.executable, tmp_path, ["t.py"], zygote=True)
+    assert first.returncode == 0, first.stderr
+    assert "for real: OMP_NUM_THREADS differs (zygote: None, now: '3')" in first.stderr
+    assert first.stdout.split() == ["3", "descendant"]
+    lessons = list((tmp_path / "cache" / "zygote").glob("*.json"))
+    assert [json.loads(p.read_text()) for p in lessons] == [{"1": {"OMP_NUM_THREADS": "3"}}]
+    second = _run(sys.executable, tmp_path, ["t.py"], zygote=True)
+    assert second.returncode == 0, second.stderr
+    assert _forked(second) == 2 and "for real" not in second.stderr
+    assert second.stdout.split() == ["3", "descendant"]

@@ -75,6 +75,7 @@ __all__ = [
     "run_env_options",
     "run_prefetch_options",
     "runtime_dir",
+    "zygote_lessons",
     "zygote_options",
 ]
 
@@ -333,3 +334,13 @@ def zygote_options() -> dict[str, float]:
         except ValueError:
             continue
     return out
+
+
+def zygote_lessons(key: str | list[str]) -> str:
+    """The file where the zygote keeps, for one target (a profile key, else its argv), the
+    variables its children's children were spawned with."""
+    if not isinstance(key, str):
+        import zlib
+
+        key = f"argv-{zlib.crc32(repr(list(key)).encode()):08x}"
+    return os.path.join(headstart_cache(), "zygote", key.replace(os.sep, "_") + ".json")

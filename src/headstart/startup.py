@@ -130,13 +130,14 @@ def _start_zygote(plan: StartupPlan, started: Started) -> None:
     try:
         from headstart.procs.launch import sys_path0
         from headstart.procs.zygote import start_zygote
-        from headstart.settings import zygote_options
+        from headstart.settings import zygote_lessons, zygote_options
 
         opts = zygote_options()
         started.zygote = start_zygote(
             list(plan.zygote_preload), path0=sys_path0(plan.launch), env_from=plan.zygote_env,
             trace=os.path.abspath(plan.trace) if plan.trace else None, verbose=plan.verbose,
-            wait=float(opts["wait"]), levels=int(opts["levels"]))
+            wait=float(opts["wait"]), levels=int(opts["levels"]),
+            learn_path=zygote_lessons(plan.profile_key or plan.argv))
         if started.zygote is None:
             _record(started, "zygote", RuntimeError("threads already running"))
     except Exception as exc:

@@ -79,6 +79,8 @@ def _note(zygote: Any, process_obj: Any, pid: int | None, why: str | None, t0: f
 
             _say(f"spawned {name} (pid {pid}) for real: {why}" if why else
                  f"forked {name} (pid {pid}) in {took:.0f} ms")
+        if zygote.trace and zygote.owner != zygote.trace_writer:
+            tracer.write(zygote.trace)  # a zygote's child: nobody writes its events at exit
     except Exception:
         pass
 

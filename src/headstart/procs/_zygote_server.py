@@ -28,6 +28,7 @@ import sys
 import time
 from typing import Any
 
+from headstart.procs.zygote import IMPORT_TIME_PREFIXES
 from headstart.trace import tracer
 
 __all__ = ["MAX_MESSAGE", "ZygoteState", "receive", "run_child", "send", "zygote_main"]
@@ -43,13 +44,18 @@ class ZygoteState:
     """What a zygote knows about itself; copied into every child by the fork."""
 
     def __init__(self, level: int, max_level: int, trace: str | None, *, verbose: int = 0,
-                 wait: float = 120.0, env_at_start: dict[str, str] | None = None) -> None:
+                 wait: float = 120.0, preload: list[str] = (), learn_path: str | None = None,
+                 learned: dict[str, dict[str, str | None]] | None = None) -> None:
         self.level = level
         self.max_level = max_level
         self.trace = trace
         self.verbose = verbose
         self.wait = wait
-        self.env_at_start = dict(env_at_start or {})
+        self.preload = list(preload)
+        # variables the children of level-N zygotes had at their spawns in earlier starts
+        self.learn_path = learn_path
+        self.learned = dict(learned or {})
+        self.candidate: Any = None  # a child made ready in advance (_zygote_candidates)
         self.ready: dict[str, Any] = {}
         self.output = (b"", b"")  # stdout, stderr written by the imports
         self.torch_rng: Any = None
@@ -95,6 +101,9 @@ def zygote_main(ctl: socket.socket, state: ZygoteState, preload: list[str],
                 send(ctl, state.ready)
                 return
         send(ctl, state.ready)
+        from headstart.procs._zygote_candidates import start_candidate
+
+        state.candidate = start_candidate(state)
         _serve(ctl, state, parent)
     except BaseException as exc:  # the zygote's failure is the target's fallback, never more
         code = 1
@@ -158,7 +167,8 @@ def _import_all(preload: list[str], state: ZygoteState) -> dict[str, Any]:
                 failed[name] = f"{type(exc).__name__}: {exc}"
     ready: dict[str, Any] = {"ok": True, "pid": os.getpid(), "modules": modules,
                              "failed": failed, "elapsed": round(time.perf_counter() - t0, 3),
-                             "env": watched.values(), "sys_path": list(sys.path),
+                             "env": watched.values(prefixes=IMPORT_TIME_PREFIXES),
+                             "sys_path": list(sys.path),
                              "executable": sys.executable,
                              "files": _module_files(preload),
                              "threads": len(os.listdir("/proc/self/task")),
@@ -229,8 +239,11 @@ class _EnvReads:
     def __exit__(self, *exc: object) -> None:
         os.environ.__class__ = type(os.environ).__mro__[1]
 
-    def values(self) -> dict[str, str | None]:
-        return {k: os.environ.get(k) for k in sorted(self.read)}
+    def values(self, prefixes: tuple[str, ...]) -> dict[str, str | None]:
+        """The variables read, and those named by ``prefixes`` (read by native code)."""
+        out: dict[str, str | None] = {k: os.environ.get(k) for k in sorted(self.read)}
+        out.update((k, v) for k, v in os.environ.items() if k.startswith(prefixes))
+        return out
 
 
 def _walking(code: Any) -> bool:
@@ -362,6 +375,12 @@ def _fork_child(request: dict[str, Any], fds: list[int], state: ZygoteState) -> 
     passed = fds[1:]
     t0 = tracer.now()
     _flush()
+    candidate, state.candidate = state.candidate, None
+    if candidate is not None:
+        from headstart.procs._zygote_candidates import hand_over
+
+        if hand_over(candidate, request, passed):
+            return _forked(candidate.pid, status, passed, request, state, t0, "candidate")
     try:
         pid = os.fork()
     except OSError as exc:
@@ -373,11 +392,17 @@ def _fork_child(request: dict[str, Any], fds: list[int], state: ZygoteState) -> 
     if pid == 0:
         status.close()
         run_child(request, passed, state)  # never returns
+    return _forked(pid, status, passed, request, state, t0, "fork")
+
+
+def _forked(pid: int, status: socket.socket, passed: list[int], request: dict[str, Any],
+            state: ZygoteState, t0: float, how: str) -> _Child:
     for fd in passed:
         os.close(fd)
     child = _Child(pid, status)
     send(status, {"pid": pid})
-    tracer.complete("zygote.fork", t0, cat="zygote", pid=pid, child=request.get("name"))
+    tracer.complete("zygote.fork", t0, cat="zygote", pid=pid, child=request.get("name"),
+                    how=how)
     _write_trace(state)
     return child
 
@@ -390,11 +415,15 @@ def _write_trace(state: ZygoteState) -> None:
 
 # -- a child, before spawn's own code runs ------------------------------------------------
 
-def run_child(request: dict[str, Any], fds: list[int], state: ZygoteState) -> None:
-    """Turn this fork of the zygote into what ``spawn`` would have started. Never returns."""
+def run_child(request: dict[str, Any], fds: list[int], state: ZygoteState,
+              sub: socket.socket | None = None) -> None:
+    """Turn this fork of the zygote into what ``spawn`` would have started. Never returns.
+
+    ``sub``: this child's own zygote when one is already starting (a candidate's)."""
     code = 1
     try:
-        sub = _start_subzygote(state)
+        if sub is None:
+            sub = _start_subzygote(state)
         layout = dict(zip(request["stdio"] + request["fds"], fds, strict=True))
         if sub is not None:
             layout[_free_fd(layout, sub.fileno())] = os.dup(sub.fileno())
@@ -439,8 +468,8 @@ def _start_subzygote(state: ZygoteState) -> socket.socket | None:
     if pid == 0:
         mine.close()
         sub = ZygoteState(state.level + 1, state.max_level, state.trace,
-                          verbose=state.verbose, wait=state.wait,
-                          env_at_start=state.env_at_start)
+                          verbose=state.verbose, wait=state.wait, preload=state.preload,
+                          learn_path=state.learn_path, learned=state.learned)
         sub.ready = dict(state.ready, pid=os.getpid())
         sub.output, sub.torch_rng = state.output, state.torch_rng
         zygote_main(theirs, sub, [], parent)  # never returns

@@ -64,13 +64,17 @@ class Zygote:
     """This process's handle of its zygote. ``ready`` is the zygote's report once read."""
 
     def __init__(self, sock: Any, pid: int | None, *, verbose: int, wait: float,
-                 env_at_start: dict[str, str]) -> None:
+                 level: int = 0, learn_path: str | None = None, trace: str | None = None,
+                 trace_writer: int | None = None) -> None:
         self.sock = sock
+        self.trace = trace
+        self.trace_writer = trace_writer  # the process that writes the trace at its exit
         self.pid = pid
         self.owner = os.getpid()
         self.verbose = verbose
         self.wait_s = wait
-        self.env_at_start = env_at_start
+        self.level = level  # of the zygote: 0 is the target's own
+        self.learn_path = learn_path
         self.ready: dict[str, Any] | None = None
         self.refused = ""
         self.late = ""
@@ -96,7 +100,24 @@ class Zygote:
 
         if not _same_interpreter(os.fsdecode(spawn.get_executable()), ready["executable"]):
             return f"spawn's executable is {os.fsdecode(spawn.get_executable())}"
-        return _env_difference(ready, self.env_at_start) or _path_difference(ready)
+        changed = env_changes(ready)
+        if changed:
+            self._learn(changed)
+            return "; ".join(f"{key} differs (zygote: {ready['env'].get(key)!r}, now: {new!r})"
+                             for key, new in sorted(changed.items()))
+        return _path_difference(ready)
+
+    def _learn(self, changed: dict[str, str | None]) -> None:
+        """Keep what this level's children are spawned with, for the next start (a level
+        above 0 then starts its zygote under these values, see _zygote_candidates)."""
+        if not self.learn_path or self.level < 1:
+            return
+        try:
+            from headstart.procs._zygote_candidates import learn
+
+            learn(self.learn_path, self.level, changed)
+        except Exception:
+            pass
 
     def _await_ready(self) -> dict[str, Any] | None:
         if self.ready is not None or self.refused:
@@ -168,22 +189,21 @@ def _same_interpreter(a: str, b: str) -> bool:
                       and os.path.realpath(a) == os.path.realpath(b))
 
 
-def _env_difference(ready: dict[str, Any], env_at_start: dict[str, str]) -> str | None:
-    """The variables whose values the child would see differently, described."""
-    then: dict[str, str | None] = dict(ready["env"])
-    for key, value in env_at_start.items():
-        then.setdefault(key, value)
+def env_changes(ready: dict[str, Any]) -> dict[str, str | None]:
+    """Variables the child would see with another value than the zygote imported under:
+    name -> value now (None: unset now)."""
+    then: dict[str, str | None] = ready["env"]
     now = os.environ
     keys = set(then) | {k for k in now if k.startswith(IMPORT_TIME_PREFIXES)}
-    found = []
-    for key in sorted(keys):
+    found: dict[str, str | None] = {}
+    for key in keys:
         old, new = then.get(key), now.get(key)
         if old == new:
             continue
         if key == "LD_PRELOAD" and _already_loaded(new, old, ready.get("libraries", ())):
             continue
-        found.append(f"{key} differs (zygote: {old!r}, now: {new!r})")
-    return "; ".join(found) or None
+        found[key] = new
+    return found
 
 
 def _already_loaded(new: str | None, old: str | None, libraries: Any) -> bool:
@@ -215,14 +235,16 @@ def _path_difference(ready: dict[str, Any]) -> str | None:
 
 def start_zygote(preload: list[str], *, path0: str | None = None, env_from: str | None = None,
                  trace: str | None = None, verbose: int = 0, wait: float = 120.0,
-                 levels: int = 2) -> Zygote | None:
+                 levels: int = 2, learn_path: str | None = None) -> Zygote | None:
     """Fork the zygote now (call before any thread exists); None when it cannot start.
 
     ``path0``: what the target's ``sys.path[0]`` will be. ``env_from``: ``module:function``
     returning the variables the target will set before it spawns (an adapter's fact), run
     in the zygote, which imports with them set. ``wait``: how long a spawn waits for the
     zygote's imports before it spawns for real. ``levels``: generations of children that
-    fork from zygotes (1: the target's children only).
+    fork from zygotes (1: the target's children only). ``learn_path``: a JSON file in
+    headstart's cache that keeps, from one start to the next, the variables the children's
+    own children were spawned with.
     """
     global _zygote
     import socket
@@ -230,14 +252,14 @@ def start_zygote(preload: list[str], *, path0: str | None = None, env_from: str 
     if threading.active_count() > 1:
         return None  # forking with threads alive is what the zygote exists to avoid
     mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    env_at_start = {k: v for k, v in os.environ.items() if k.startswith(IMPORT_TIME_PREFIXES)}
     pid = os.fork()
     if pid == 0:  # the zygote; never returns
         mine.close()
         _become_zygote(theirs, preload, path0, env_from, trace, levels, verbose, wait,
-                       env_at_start)
+                       learn_path)
     theirs.close()
-    _zygote = Zygote(mine, pid, verbose=verbose, wait=wait, env_at_start=env_at_start)
+    _zygote = Zygote(mine, pid, verbose=verbose, wait=wait, trace=trace,
+                     trace_writer=os.getpid())
     tracer.instant("zygote.start", cat="zygote", pid=pid, preload=list(preload))
     os.register_at_fork(after_in_child=_forget_in_fork)
     _patch_spawn_when_imported()
@@ -246,7 +268,7 @@ def start_zygote(preload: list[str], *, path0: str | None = None, env_from: str 
 
 def _become_zygote(sock: Any, preload: list[str], path0: str | None, env_from: str | None,
                    trace: str | None, levels: int, verbose: int, wait: float,
-                   env_at_start: dict[str, str]) -> None:
+                   learn_path: str | None) -> None:
     try:
         from headstart.procs import _zygote_server as server
 
@@ -255,8 +277,11 @@ def _become_zygote(sock: Any, preload: list[str], path0: str | None, env_from: s
             sys.path[0:1] = [path0]
         if env_from:
             os.environ.update(_predicted_env(env_from))
+        from headstart.procs._zygote_candidates import learned
+
         state = server.ZygoteState(0, levels, trace, verbose=verbose, wait=wait,
-                                   env_at_start=env_at_start)
+                                   preload=preload, learn_path=learn_path,
+                                   learned=learned(learn_path))
         server.zygote_main(sock, state, list(preload), parent)
     finally:
         os._exit(1)
@@ -276,7 +301,7 @@ def adopt_subzygote(sock: Any, state: Any) -> None:
     """In a zygote's child: route this process's spawns to its own (already warm) zygote."""
     global _zygote
     _zygote = Zygote(sock, None, verbose=state.verbose, wait=state.wait,
-                     env_at_start=state.env_at_start)
+                     level=state.level + 1, learn_path=state.learn_path, trace=state.trace)
     _patch_spawn()
 
 
