@@ -86,9 +86,18 @@ def _candidate_main(sock: socket.socket, state: server.ZygoteState,
         sock.close()
         if request is None:
             os._exit(0)
+        _drain_pending()  # what reached the candidate before it was asked for is not its
     except BaseException:
         os._exit(1)
     server.run_child(request, fds, state, sub=sub)  # never returns
+
+
+def _drain_pending() -> None:
+    import signal
+
+    pending = signal.sigpending()
+    while pending and signal.sigtimedwait(pending, 0) is not None:
+        pending = signal.sigpending()
 
 
 def _exec_zygote(state: server.ZygoteState, env: dict[str, str | None]) -> socket.socket | None:
@@ -96,7 +105,7 @@ def _exec_zygote(state: server.ZygoteState, env: dict[str, str | None]) -> socke
     import subprocess
 
     mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    child_env = dict(os.environ)
+    child_env = dict(state.env_at_start or os.environ)  # before the imports changed it
     for key, value in env.items():
         if value is None:
             child_env.pop(key, None)

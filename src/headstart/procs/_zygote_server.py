@@ -35,9 +35,11 @@ __all__ = ["MAX_MESSAGE", "ZygoteState", "receive", "run_child", "send", "zygote
 
 MAX_MESSAGE = 1 << 20
 _CAPTURE_LIMIT = 1 << 20
-# Signals the zygote ignores: Ctrl-C or a group SIGTERM is for the target and its children;
-# the zygote leaves when the target has gone (its control socket reads EOF).
-_IGNORED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGPIPE")
+# Signals the zygote blocks: Ctrl-C or a group SIGTERM is for the target and its children;
+# the zygote leaves with the target. Blocked, not ignored: one that reaches a child while it
+# is still being set up stays pending and acts when the child's own dispositions are in
+# place, as it would on a freshly spawned one.
+_BLOCKED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
 
 
 class ZygoteState:
@@ -56,6 +58,7 @@ class ZygoteState:
         self.learn_path = learn_path
         self.learned = dict(learned or {})
         self.candidate: Any = None  # a child made ready in advance (_zygote_candidates)
+        self.env_at_start: dict[str, str] = {}
         self.ready: dict[str, Any] = {}
         self.output = (b"", b"")  # stdout, stderr written by the imports
         self.torch_rng: Any = None
@@ -129,8 +132,8 @@ def _detach_from_target(ctl: socket.socket) -> None:
     import atexit
 
     atexit._clear()  # the target's exit handlers (its trace writer) are not ours
-    for name in _IGNORED:
-        signal.signal(getattr(signal, name), signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, [getattr(signal, n) for n in _BLOCKED])
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     keep = {0, 1, 2, ctl.fileno()}
     _close_all_but(keep)
 
@@ -154,6 +157,7 @@ def _import_all(preload: list[str], state: ZygoteState) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     trace_t0 = tracer.now()
+    state.env_at_start = dict(os.environ)  # what a fresh zygote of a child's starts from
     watched = _EnvReads()
     modules: dict[str, float] = {}
     failed: dict[str, str] = {}
@@ -221,7 +225,8 @@ class _EnvReads:
     every variable."""
 
     def __init__(self) -> None:
-        self.read: set[str] = set()
+        self.read: dict[str, str | None] = {}  # name -> value at its first read
+        self.at_start = dict(os.environ)
 
     def __enter__(self) -> _EnvReads:
         reads = self.read
@@ -229,9 +234,16 @@ class _EnvReads:
 
         class Watching(base):  # type: ignore[misc, valid-type]
             def __getitem__(self, key: str) -> str:
-                if isinstance(key, str) and not _walking(sys._getframe(1).f_code):
-                    reads.add(key)
-                return base.__getitem__(self, key)
+                try:
+                    value = base.__getitem__(self, key)
+                except KeyError:
+                    value = None
+                    raise
+                finally:
+                    if (isinstance(key, str) and key not in reads
+                            and not _walking(sys._getframe(1).f_code)):
+                        reads[key] = value
+                return value
 
         os.environ.__class__ = Watching
         return self
@@ -240,9 +252,11 @@ class _EnvReads:
         os.environ.__class__ = type(os.environ).__mro__[1]
 
     def values(self, prefixes: tuple[str, ...]) -> dict[str, str | None]:
-        """The variables read, and those named by ``prefixes`` (read by native code)."""
-        out: dict[str, str | None] = {k: os.environ.get(k) for k in sorted(self.read)}
-        out.update((k, v) for k, v in os.environ.items() if k.startswith(prefixes))
+        """The variables read, with the value each had when first read, and those named by
+        ``prefixes`` with their values before the imports (the loader and native libraries
+        read them when the process starts or a library loads, not later)."""
+        out = dict(self.read)
+        out.update((k, v) for k, v in self.at_start.items() if k.startswith(prefixes))
         return out
 
 

@@ -202,6 +202,8 @@ def env_changes(ready: dict[str, Any]) -> dict[str, str | None]:
             continue
         if key == "LD_PRELOAD" and _already_loaded(new, old, ready.get("libraries", ())):
             continue
+        if key == "LD_LIBRARY_PATH" and _no_other_libraries(new, old, ready.get("libraries", ())):
+            continue
         found[key] = new
     return found
 
@@ -215,6 +217,23 @@ def _already_loaded(new: str | None, old: str | None, libraries: Any) -> bool:
     added = names(new) - names(old)
     return bool(added) and names(old) <= names(new) and all(
         os.path.realpath(p) in loaded for p in added)
+
+
+def _no_other_libraries(new: str | None, old: str | None, libraries: Any) -> bool:
+    """True when no folder ``new`` adds to the library path holds a library the zygote
+    has loaded (by file name): the loader would resolve what it loaded the same way. A
+    folder that does not exist adds nothing (cv2 adds ``cv2/../../lib64`` at import)."""
+    def folders(value: str | None) -> list[str]:
+        return [p for p in (value or "").split(":") if p]
+
+    names = {os.path.basename(p) for p in libraries}
+    for folder in set(folders(new)) - set(folders(old)):
+        try:
+            if names & set(os.listdir(folder)):
+                return False
+        except OSError:
+            continue  # missing or unreadable: the loader finds nothing there either
+    return True
 
 
 def _path_difference(ready: dict[str, Any]) -> str | None:
