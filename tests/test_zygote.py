@@ -198,6 +198,30 @@ def test_variable_read_at_import_that_changed_spawns_for_real(tmp_path: Path) ->
     assert _forked(out) == 0
 
 
+SETDEFAULT_TARGET = textwrap.dedent("""
+    import multiprocessing as mp, os
+    import zyg_defaults  # the target imports it too: its environment now has the default
+    def child(q):
+        q.put(os.environ["ZYG_DEFAULTED"])
+    if __name__ == "__main__":
+        ctx = mp.get_context("spawn")
+        q = ctx.Queue()
+        p = ctx.Process(target=child, args=(q,))
+        p.start()
+        print(q.get())
+        p.join()
+""")
+
+
+def test_a_variable_the_imports_set_themselves_does_not_count(tmp_path: Path) -> None:
+    (tmp_path / "zyg_defaults.py").write_text(
+        "import os\nos.environ.setdefault('ZYG_DEFAULTED', 'from-import')\n")
+    (tmp_path / "t.py").write_text(SETDEFAULT_TARGET)
+    out = _run(sys.executable, tmp_path, ["t.py"], zygote=True, preload="zyg_defaults")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["from-import"] and _forked(out) == 1, out.stderr
+
+
 PLAIN_TARGET = textwrap.dedent("""
     import multiprocessing as mp, os, sys
     def child(q):

@@ -54,15 +54,24 @@ def learn(path: str, level: int, changed: dict[str, str | None]) -> None:
 
 
 class Candidate:
-    """A forked child waiting for its spawn request on ``sock``."""
+    """A forked child that imports, reports, then waits for its spawn request on ``sock``."""
 
     def __init__(self, pid: int, sock: socket.socket) -> None:
         self.pid = pid
         self.sock = sock
 
+    def ready(self) -> dict[str, Any]:
+        """Its ready report (the zygote passes it on as its own), once its imports are done."""
+        try:
+            message, _ = server.receive(self.sock)
+        except OSError as exc:
+            message = {"ok": False, "reason": f"candidate failed: {exc}"}
+        return message or {"ok": False, "reason": "candidate exited"}
+
 
 def start_candidate(state: server.ZygoteState) -> Candidate | None:
-    """Fork a candidate when a lesson says what its children will be spawned with."""
+    """Fork a candidate, before any import, when a lesson says what its children will be
+    spawned with; None when there is no lesson for them."""
     env = state.learned.get(str(state.level + 1))
     if not env or state.level + 1 >= state.max_level:
         return None
@@ -81,7 +90,11 @@ def _candidate_main(sock: socket.socket, state: server.ZygoteState,
     try:
         server._die_with(parent)
         server._close_all_but({0, 1, 2, sock.fileno()})
-        sub = _exec_zygote(state, env)
+        sub = _exec_zygote(state, env)  # first: its imports run beside ours
+        ready = server._import_all(state.preload, state)
+        server.send(sock, ready)
+        if not ready.get("ok"):
+            os._exit(0)
         request, fds = server.receive(sock, max_fds=64)
         sock.close()
         if request is None:
@@ -105,7 +118,7 @@ def _exec_zygote(state: server.ZygoteState, env: dict[str, str | None]) -> socke
     import subprocess
 
     mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    child_env = dict(state.env_at_start or os.environ)  # before the imports changed it
+    child_env = dict(os.environ)  # called before this process imported anything
     for key, value in env.items():
         if value is None:
             child_env.pop(key, None)

@@ -59,6 +59,7 @@ class ZygoteState:
         self.learned = dict(learned or {})
         self.candidate: Any = None  # a child made ready in advance (_zygote_candidates)
         self.env_at_start: dict[str, str] = {}
+        self.imported = False  # this process has run the preload imports
         self.ready: dict[str, Any] = {}
         self.output = (b"", b"")  # stdout, stderr written by the imports
         self.torch_rng: Any = None
@@ -99,14 +100,19 @@ def zygote_main(ctl: socket.socket, state: ZygoteState, preload: list[str],
         _die_with(parent)
         _detach_from_target(ctl)
         if not state.ready:
-            state.ready = _import_all(preload, state)
+            from headstart.procs._zygote_candidates import start_candidate
+
+            # a lesson from an earlier start: the first child is forked now, before any
+            # import, and imports beside its own zygote; this one imports when asked again
+            state.candidate = start_candidate(state)
+            if state.candidate is not None:
+                state.ready = state.candidate.ready()
+            else:
+                state.ready = _import_all(preload, state)
             if not state.ready.get("ok"):
                 send(ctl, state.ready)
                 return
         send(ctl, state.ready)
-        from headstart.procs._zygote_candidates import start_candidate
-
-        state.candidate = start_candidate(state)
         _serve(ctl, state, parent)
     except BaseException as exc:  # the zygote's failure is the target's fallback, never more
         code = 1
@@ -158,6 +164,7 @@ def _import_all(preload: list[str], state: ZygoteState) -> dict[str, Any]:
     t0 = time.perf_counter()
     trace_t0 = tracer.now()
     state.env_at_start = dict(os.environ)  # what a fresh zygote of a child's starts from
+    state.imported = True
     watched = _EnvReads()
     modules: dict[str, float] = {}
     failed: dict[str, str] = {}
@@ -172,6 +179,7 @@ def _import_all(preload: list[str], state: ZygoteState) -> dict[str, Any]:
     ready: dict[str, Any] = {"ok": True, "pid": os.getpid(), "modules": modules,
                              "failed": failed, "elapsed": round(time.perf_counter() - t0, 3),
                              "env": watched.values(prefixes=IMPORT_TIME_PREFIXES),
+                             "env_after": watched.after(prefixes=IMPORT_TIME_PREFIXES),
                              "sys_path": list(sys.path),
                              "executable": sys.executable,
                              "files": _module_files(preload),
@@ -258,6 +266,11 @@ class _EnvReads:
         out = dict(self.read)
         out.update((k, v) for k, v in self.at_start.items() if k.startswith(prefixes))
         return out
+
+    def after(self, prefixes: tuple[str, ...]) -> dict[str, str | None]:
+        """The same variables' values once the imports are done (some set their own)."""
+        keys = set(self.values(prefixes)) | {k for k in os.environ if k.startswith(prefixes)}
+        return {k: os.environ.get(k) for k in sorted(keys)}
 
 
 def _walking(code: Any) -> bool:
@@ -395,6 +408,8 @@ def _fork_child(request: dict[str, Any], fds: list[int], state: ZygoteState) -> 
 
         if hand_over(candidate, request, passed):
             return _forked(candidate.pid, status, passed, request, state, t0, "candidate")
+    if not state.imported:  # the candidate had the imports; now this zygote needs them
+        _import_all(state.preload, state)
     try:
         pid = os.fork()
     except OSError as exc:
@@ -486,6 +501,7 @@ def _start_subzygote(state: ZygoteState) -> socket.socket | None:
                           learn_path=state.learn_path, learned=state.learned)
         sub.ready = dict(state.ready, pid=os.getpid())
         sub.output, sub.torch_rng = state.output, state.torch_rng
+        sub.env_at_start, sub.imported = state.env_at_start, True
         zygote_main(theirs, sub, [], parent)  # never returns
     theirs.close()
     return mine

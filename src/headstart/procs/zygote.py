@@ -191,8 +191,11 @@ def _same_interpreter(a: str, b: str) -> bool:
 
 def env_changes(ready: dict[str, Any]) -> dict[str, str | None]:
     """Variables the child would see with another value than the zygote imported under:
-    name -> value now (None: unset now)."""
+    name -> value now (None: unset now). A variable the imports set themselves counts as
+    equal when it still has the value they gave it (the spawning process imported the same
+    modules); the loader's (``LD_*``) are compared with what the zygote started with."""
     then: dict[str, str | None] = ready["env"]
+    after: dict[str, str | None] = ready.get("env_after", {})
     now = os.environ
     keys = set(then) | {k for k in now if k.startswith(IMPORT_TIME_PREFIXES)}
     found: dict[str, str | None] = {}
@@ -200,6 +203,8 @@ def env_changes(ready: dict[str, Any]) -> dict[str, str | None]:
         old, new = then.get(key), now.get(key)
         if old == new:
             continue
+        if new == after.get(key, old) != old and not key.startswith("LD_"):
+            continue  # the imports set it themselves (setdefault): a fresh child's would too
         if key == "LD_PRELOAD" and _already_loaded(new, old, ready.get("libraries", ())):
             continue
         if key == "LD_LIBRARY_PATH" and _no_other_libraries(new, old, ready.get("libraries", ())):
