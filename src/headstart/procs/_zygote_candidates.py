@@ -75,14 +75,8 @@ def start_candidate(state: server.ZygoteState) -> Candidate | None:
     env = state.learned.get(str(state.level + 1))
     if not env or state.level + 1 >= state.max_level:
         return None
-    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    parent = os.getpid()
-    pid = os.fork()
-    if pid == 0:
-        mine.close()
-        _candidate_main(theirs, state, env, parent)  # never returns
-    theirs.close()
-    return Candidate(pid, mine)
+    return Candidate(*server.fork_connected(
+        lambda sock, parent: _candidate_main(sock, state, env, parent)))
 
 
 def _candidate_main(sock: socket.socket, state: server.ZygoteState,

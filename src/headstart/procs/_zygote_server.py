@@ -26,12 +26,14 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from headstart.procs.zygote import IMPORT_TIME_PREFIXES
 from headstart.trace import tracer
 
-__all__ = ["MAX_MESSAGE", "ZygoteState", "receive", "run_child", "send", "zygote_main"]
+__all__ = ["MAX_MESSAGE", "ZygoteState", "fork_connected", "receive", "run_child", "send",
+           "zygote_main"]
 
 MAX_MESSAGE = 1 << 20
 _CAPTURE_LIMIT = 1 << 20
@@ -491,20 +493,34 @@ def _start_subzygote(state: ZygoteState) -> socket.socket | None:
     what it spawns are its children, as with spawn."""
     if state.level + 1 >= state.max_level:
         return None
-    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    parent = os.getpid()
-    pid = os.fork()
-    if pid == 0:
-        mine.close()
+
+    def subzygote(sock: socket.socket, parent: int) -> None:
         sub = ZygoteState(state.level + 1, state.max_level, state.trace,
                           verbose=state.verbose, wait=state.wait, preload=state.preload,
                           learn_path=state.learn_path, learned=state.learned)
         sub.ready = dict(state.ready, pid=os.getpid())
         sub.output, sub.torch_rng = state.output, state.torch_rng
         sub.env_at_start, sub.imported = state.env_at_start, True
-        zygote_main(theirs, sub, [], parent)  # never returns
+        zygote_main(sock, sub, [], parent)
+
+    return fork_connected(subzygote)[1]
+
+
+def fork_connected(body: Callable[[socket.socket, int], None]) -> tuple[int, socket.socket]:
+    """Fork a child connected to this process by a socket pair. The child runs
+    ``body(its end, this pid)``, which must not return (it ``os._exit``-s if it does); this
+    process gets ``(child pid, its end)``."""
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    parent = os.getpid()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            mine.close()
+            body(theirs, parent)
+        finally:
+            os._exit(1)
     theirs.close()
-    return mine
+    return pid, mine
 
 
 def _free_fd(layout: dict[int, int], avoid: int) -> int:
