@@ -226,3 +226,33 @@ def test_read_shebang(tmp_path):
     assert read_shebang(str(script)) is None
     assert read_shebang(str(tmp_path / "missing")) is None
     assert read_shebang(str(tmp_path)) is None  # a folder
+
+
+def test_a_signal_during_headstarts_fork_is_delivered_after_it(tmp_path):
+    """os.fork runs at-fork hooks and drops what they raise: a Ctrl-C arriving there must
+    not be lost (it was: the target went on starting)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import os, signal, time
+        from headstart.procs.launch import fork_deferring_signals
+        os.register_at_fork(before=lambda: os.kill(os.getpid(), signal.SIGINT))
+        try:
+            pid, _ = fork_deferring_signals()
+            if pid == 0:
+                os._exit(0)
+            os.waitpid(pid, 0)
+            time.sleep(1)
+            print("lost")
+        except KeyboardInterrupt:
+            print("delivered")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=30)
+    assert out.stdout.strip() == "delivered", out.stderr
+    plain = subprocess.run([sys.executable, "-c", code.replace(
+        "pid, _ = fork_deferring_signals()", "pid = os.fork()")], capture_output=True,
+        text=True, timeout=30)
+    assert plain.stdout.strip() == "lost"  # what a plain fork does: the case being fixed

@@ -2,8 +2,9 @@
 ``headstart run``, on real processes: the CLI's output and exit status, a first chat
 completion with the same greedy answer, bad arguments, Ctrl-C at three moments, and what
 headstart reads from vLLM's command line (a repo id served from a Hugging Face cache with
-``HF_HUB_OFFLINE=1``, ``--revision``, API-only and engine-only flags). Two known faults are
-strict xfails: ``--download-dir`` offline, and the profile replay of an API-only command.
+``HF_HUB_OFFLINE=1``, ``--revision``, ``--download-dir`` offline (vLLM resolves in the
+default cache then), API-only and engine-only flags, and no weights replayed for an API-only
+command).
 
 vLLM lives in its own venv (torch 2.13.0+cpu, no torchvision): ``HEADSTART_TEST_VLLM_VENV``
 names it, default ``/work/vllm-venv``. Without one the tests are skipped, unless the venv
@@ -428,11 +429,6 @@ def test_ctrl_c_while_the_worker_starts_leaves_nothing(interrupted: Run) -> None
     assert interrupted.status is not None, interrupted.tail()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "vLLM 0.32 with HF_HUB_OFFLINE=1 resolves a repo id in the HF_HOME cache and ignores "
-    "--download-dir (EngineArgs.__post_init__: get_model_path(model, revision)); the vLLM "
-    "adapter hands --download-dir to headstart as the cache folder, so headstart looks in "
-    "the other cache, and its helper says nothing of the failure under -v"))
 def test_offline_download_dir_resolves_where_vllm_reads(vllm: Vllm, interrupted: Run) -> None:
     _, total = _snapshot_files(vllm)
     out = interrupted.output()
@@ -459,9 +455,9 @@ def api_only(vllm: Vllm, served: dict[str, Run]) -> dict[str, Run]:
     interrupted while vLLM imports: 1 s after the plan line, once the helper has said what
     it read (it replays the profile ``served`` recorded), 10 s at most.
 
-    Not sooner: a SIGINT that arrives while headstart forks its helper or its zygote, right
-    after the plan line, can be lost (the KeyboardInterrupt is raised in logging's
-    after-fork hook, and CPython drops it as unraisable) and the start goes on."""
+    (A SIGINT that arrived while headstart forked its helper or its zygote, right after the
+    plan line, used to be lost: the KeyboardInterrupt was raised in logging's after-fork
+    hook, which CPython drops; headstart now holds those signals across its forks.)"""
     runs = {}
     for name, (flags, _plan) in API_ONLY.items():
         run = runs[name] = Run.start(vllm, f"flags-{name}",
@@ -488,10 +484,6 @@ def test_api_only_flags_plan_and_ctrl_c(api_only: dict[str, Run], name: str) -> 
     assert not run.left, f"left after Ctrl-C: {run.left}" + run.tail()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the plan says prefetch=off for an API-only command, but start_background still has "
-    "the helper replay the model's profile (keyed by adapter, model, revision: not by what "
-    "the command loads), and that profile, recorded by a full start, holds the weights"))
 def test_api_only_replays_no_weights(vllm: Vllm, api_only: dict[str, Run]) -> None:
     out = api_only["dp-local-0"].output()
     if "headstart: recording a startup profile" in out or " not used: " in out:

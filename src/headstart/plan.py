@@ -118,7 +118,11 @@ def build_plan(opts: RunOptions, argv: list[str], env: Mapping[str, str] | None 
         plan.prefetch_reason = "this command loads no weights"
     else:
         plan.prefetch = True
-    if not no_prefetch and not (opts.no_profile or from_env["no_profile"]):
+    # A profile is keyed by the model, and one recorded by a full start holds its weights:
+    # a command that names the model but loads none of it (an API-only front end, a help
+    # screen) uses none.
+    loads_none = bool(plan.model) and not plan.prefetch
+    if not no_prefetch and not loads_none and not (opts.no_profile or from_env["no_profile"]):
         # Only the key here (no I/O): the background thread looks the profile up.
         from headstart.profiles.key import profile_key
 

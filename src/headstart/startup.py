@@ -226,10 +226,15 @@ def start_detached_prefetch(plan: StartupPlan, *, exec_helper: bool = True,
             # the same file: each writer merges what the other wrote (see trace.py)
             "trace": os.path.abspath(plan.trace) if plan.trace else None}
     argv = [sys.executable, "-m", "headstart.procs.prefetch_helper", json.dumps(spec)]
-    pid = os.fork()
+    from headstart.procs.launch import fork_deferring_signals
+
+    pid, mask = fork_deferring_signals()
     if pid == 0:  # pragma: no cover - runs in the forked child
         try:
-            os.setsid()
+            import signal
+
+            os.setsid()  # out of the terminal's group first: its Ctrl-C is the target's
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             if os.fork() == 0:
                 if close_in_helper is not None:
                     os.close(close_in_helper)

@@ -130,13 +130,20 @@ def _serve_facts(args: Sequence[str], env: Mapping[str, str], *, positional: boo
         notes.append("model is a remote URI: nothing local to prefetch")
     if env.get(_MP_ENV):
         notes.append(f"{_MP_ENV}={env[_MP_ENV]} set by the user")
+    cache_dir = opt("--download-dir")
+    if cache_dir and _hf_offline(env):
+        # EngineArgs.__post_init__ turns a repo id into its snapshot in the default cache
+        # (get_model_path) when offline, before --download-dir is ever looked at
+        notes.append("HF_HUB_OFFLINE: vLLM resolves the model in the default HF cache, "
+                     "not --download-dir")
+        cache_dir = None
 
     return _facts(
         env,
         notes,
         model=model,
         revision=opt("--revision"),
-        cache_dir=opt("--download-dir"),
+        cache_dir=cache_dir,
         tokenizer=tokenizer if tokenizer and tokenizer != model else None,
         tokenizer_revision=opt("--tokenizer-revision"),
         load_format=load_format,
@@ -291,6 +298,12 @@ def vllm_accepts_forkserver(search_path: Sequence[str] | None = None) -> bool | 
         return accepts_forkserver_text(text)
     except (OSError, ImportError, ValueError):
         return None
+
+
+def _hf_offline(env: Mapping[str, str]) -> bool:
+    """huggingface_hub's HF_HUB_OFFLINE (TRANSFORMERS_OFFLINE also counts), as it reads it."""
+    value = env.get("HF_HUB_OFFLINE") or env.get("TRANSFORMERS_OFFLINE") or ""
+    return value.upper() in {"1", "ON", "YES", "TRUE"}
 
 
 def zygote_env() -> dict[str, str]:

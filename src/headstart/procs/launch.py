@@ -14,8 +14,16 @@ import sys
 
 from headstart._record import Record
 
-__all__ = ["Launch", "classify", "exec_target", "is_this_interpreter", "read_shebang",
-           "run_in_process", "sys_path0"]
+__all__ = [
+    "Launch",
+    "classify",
+    "exec_target",
+    "fork_deferring_signals",
+    "is_this_interpreter",
+    "read_shebang",
+    "run_in_process",
+    "sys_path0",
+]
 
 KINDS = ("console_script", "module", "code", "script", "exec")
 
@@ -160,6 +168,33 @@ def _fresh_main() -> dict:
     main.__dict__["__builtins__"] = __builtins__
     sys.modules["__main__"] = main
     return main.__dict__
+
+
+# Signals a terminal or a supervisor sends: deferred across headstart's own forks at entry.
+_DEFERRED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
+
+
+def fork_deferring_signals() -> tuple[int, object]:
+    """``os.fork()`` with the signals above held until it is done; ``(pid, mask before)``.
+
+    ``os.fork`` runs the parent's at-fork hooks (``logging`` has one) and drops what they
+    raise ("Exception ignored in ..."), so a Ctrl-C landing there would be lost and the
+    target would go on starting; held, it is delivered when the fork is over, where the
+    target's own code sees it. The parent's mask is restored here; the child inherits the
+    held one and restores the returned mask when it wants them again.
+    """
+    import signal
+
+    held = [getattr(signal, name) for name in _DEFERRED]
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        pid = os.fork()
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+        raise
+    if pid:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+    return pid, before
 
 
 def sys_path0(launch: Launch) -> str:

@@ -104,7 +104,9 @@ def main(argv: list[str]) -> int:
 
     reads = TreeReads(parent)
     reads.start()
-    prefetch_refs(refs, target_reads=reads, imports_done=imports_done, **where)
+    prefetch_refs(refs, target_reads=reads, imports_done=imports_done,
+                  on_error=lambda ref, exc: say(f"prefetch of {ref} not done: "
+                                                f"{type(exc).__name__}: {exc}"), **where)
     if recording is not None:
         recording.join()
     return 0

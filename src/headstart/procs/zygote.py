@@ -276,7 +276,9 @@ def start_zygote(preload: list[str], *, path0: str | None = None, env_from: str 
     if threading.active_count() > 1:
         return None  # forking with threads alive is what the zygote exists to avoid
     mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    pid = os.fork()
+    from headstart.procs.launch import fork_deferring_signals
+
+    pid, _ = fork_deferring_signals()  # the zygote keeps them held: Ctrl-C is the target's
     if pid == 0:  # the zygote; never returns
         mine.close()
         _become_zygote(theirs, preload, path0, env_from, trace, levels, verbose, wait,

