@@ -487,3 +487,12 @@ def test_vllm_accepts_forkserver_unreadable(tmp_path: Path) -> None:
     pkg = _fake_vllm(tmp_path, ENVS_GETENV)
     (pkg / "envs.py").unlink()
     assert vllm_accepts_forkserver([str(tmp_path)]) is None
+
+
+def test_vllm_own_prefetch_is_noted_and_changes_nothing_else():
+    from headstart.adapters import detect
+
+    plain = detect(["vllm", "serve", "/m"], {})
+    own = detect(["vllm", "serve", "/m", "--safetensors-load-strategy", "prefetch"], {})
+    assert any("safetensors-load-strategy prefetch" in n for n in own.notes)
+    assert (own.model, own.loads_weights, own.zygote) == (plain.model, True, True)

@@ -130,6 +130,10 @@ def _serve_facts(args: Sequence[str], env: Mapping[str, str], *, positional: boo
         notes.append("model is a remote URI: nothing local to prefetch")
     if env.get(_MP_ENV):
         notes.append(f"{_MP_ENV}={env[_MP_ENV]} set by the user")
+    if opt("--safetensors-load-strategy") == "prefetch":
+        notes.append("--safetensors-load-strategy prefetch: vLLM reads the weights into the "
+                     "page cache when the worker loads them; the replay has them resident "
+                     "by then, so its pass reads nothing from disk again")
     cache_dir = opt("--download-dir")
     if cache_dir and _hf_offline(env):
         # EngineArgs.__post_init__ turns a repo id into its snapshot in the default cache
