@@ -9,6 +9,7 @@ executable, a fork of the owner) are checked to spawn for real and to say why un
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -160,15 +161,19 @@ def test_signal_to_target_leaves_nothing(sig: int, tmp_path: Path) -> None:
            "--", sys.executable, "sleeper.py"]
     proc = subprocess.Popen(cmd, env=_env(tmp_path), cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
-    assert proc.stdout.readline().strip() == "started"
-    assert len(_session_left(proc.pid)) >= 4  # target, zygote, two children (+ sub-zygotes)
-    if sig == signal.SIGKILL:
-        proc.kill()
-    else:
-        os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends to the foreground group
-    proc.communicate(timeout=30)
-    assert proc.returncode == -sig if sig == signal.SIGKILL else proc.returncode != 0
-    assert _wait_empty(proc.pid) == []
+    try:
+        assert proc.stdout.readline().strip() == "started"
+        assert len(_session_left(proc.pid)) >= 4  # target, zygote, two children (+ zygotes)
+        if sig == signal.SIGKILL:
+            proc.kill()
+        else:
+            os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends to the foreground group
+        proc.communicate(timeout=30)
+        assert proc.returncode == -sig if sig == signal.SIGKILL else proc.returncode != 0
+        assert _wait_empty(proc.pid) == []
+    finally:  # a failed run must not leave its tree behind for the next tests
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 ENVMOD = "import os\nMODE = os.environ.get('ZYG_IMPORT_MODE', 'unset')\n"
