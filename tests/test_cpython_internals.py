@@ -7,32 +7,20 @@ internals fails here, by name, before the gate or the forkserver prewarm misbeha
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
+from _pythons import python_id, supported_pythons
+
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
-def _interpreters() -> list[str]:
-    found = [sys.executable]
-    root = os.environ.get("PYENV_ROOT", os.path.expanduser("~/.pyenv"))
-    mine = f"{sys.version_info[0]}.{sys.version_info[1]}"
-    for minor in ("3.10", "3.11", "3.12", "3.13"):
-        candidates = sorted(glob.glob(f"{root}/versions/{minor}.*/bin/python{minor}"))
-        if minor != mine and candidates:
-            found.append(candidates[-1])
-    return found
-
-
-PYTHONS = pytest.mark.parametrize(
-    "python", _interpreters(), ids=lambda p: "py" + os.path.basename(p).removeprefix("python"))
+PYTHONS = pytest.mark.parametrize("python", supported_pythons(), ids=python_id)
 
 
 def _run(python: str, code: str, tmp_path: Path) -> dict:

@@ -17,30 +17,18 @@ from pathlib import Path
 
 import pytest
 
+from _pythons import python_id, supported_pythons
+
 HARNESS = Path(__file__).with_name("race_harness.py")
 SRC = Path(__file__).resolve().parents[2] / "src"
-
-
-def _interpreters() -> list[str]:
-    """This Python plus every other CPython 3.10-3.13 under pyenv: the races differ by
-    version, so the gate is tested on each (its subprocesses need only the stdlib + src)."""
-    import glob
-
-    found = [sys.executable]
-    root = os.environ.get("PYENV_ROOT", os.path.expanduser("~/.pyenv"))
-    mine = f"{sys.version_info[0]}.{sys.version_info[1]}"
-    for minor in ("3.10", "3.11", "3.12", "3.13"):
-        candidates = sorted(glob.glob(f"{root}/versions/{minor}.*/bin/python{minor}"))
-        if minor != mine and candidates:
-            found.append(candidates[-1])
-    return found
 
 
 PYTHON = sys.executable
 
 
-@pytest.fixture(autouse=True, params=_interpreters(),
-                ids=lambda p: "py" + os.path.basename(p).removeprefix("python"))
+# the races differ by version: the gate is tested on each (its subprocesses need only the
+# stdlib and src)
+@pytest.fixture(autouse=True, params=supported_pythons(), ids=python_id)
 def _python(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys.modules[__name__], "PYTHON", request.param)
 
