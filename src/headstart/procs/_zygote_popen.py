@@ -147,11 +147,12 @@ def _request(process_obj: Any, passed: list[int], stdio: list[int], tracker_fd: 
 
 
 def _status_field(name: str) -> str:
-    with open("/proc/self/status", encoding="ascii") as fh:
-        for line in fh:
-            if line.startswith(name + ":"):
-                return line.split(":", 1)[1].strip()
-    raise OSError(f"no {name} in /proc/self/status")
+    from headstart.watch.procfs import status_field
+
+    value = status_field("self", name)
+    if value is None:
+        raise OSError(f"no {name} in /proc/self/status")
+    return value
 
 
 def _umask() -> int:
@@ -190,7 +191,9 @@ class _Status:
         return self._code
 
     def _lost(self, block: bool) -> int | None:
-        while _alive(self.pid):
+        from headstart.watch.procfs import running
+
+        while running(self.pid):
             if not block:
                 return None
             time.sleep(0.05)
@@ -200,12 +203,3 @@ class _Status:
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.sock.close()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            state = fh.read().rpartition(b")")[2].split()[0]
-        return state not in (b"Z", b"X")
-    except (OSError, IndexError):
-        return False

@@ -167,7 +167,7 @@ def _import_all(preload: list[str], state: ZygoteState) -> dict[str, Any]:
     trace_t0 = tracer.now()
     state.env_at_start = dict(os.environ)  # what a fresh zygote of a child's starts from
     state.imported = True
-    watched = _EnvReads()
+    watched = _EnvReads(state.env_at_start)
     modules: dict[str, float] = {}
     failed: dict[str, str] = {}
     with _CapturedOutput(state), watched:
@@ -206,16 +206,10 @@ def _import_all(preload: list[str], state: ZygoteState) -> dict[str, Any]:
 
 def _mapped_libraries() -> list[str]:
     """Shared objects mapped in this process (for ``LD_PRELOAD`` comparisons)."""
-    found: dict[str, None] = {}
-    try:
-        with open("/proc/self/maps", encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                path = line.rstrip("\n").partition("/")[2]
-                if ".so" in path:
-                    found["/" + path] = None
-    except OSError:
-        pass
-    return list(found)
+    from headstart.watch.procfs import read_maps
+
+    paths = (os.fsdecode(parts[5]) for parts in read_maps("self") if len(parts) == 6)
+    return list(dict.fromkeys(p for p in paths if p.startswith("/") and ".so" in p))
 
 
 def _module_files(preload: list[str]) -> dict[str, str | None]:
@@ -234,9 +228,9 @@ class _EnvReads:
     pick their own prefix (tqdm's ``TQDM_*``), and counting it would tie every child to
     every variable."""
 
-    def __init__(self) -> None:
+    def __init__(self, at_start: dict[str, str]) -> None:
         self.read: dict[str, str | None] = {}  # name -> value at its first read
-        self.at_start = dict(os.environ)
+        self.at_start = at_start  # the environment before the imports
 
     def __enter__(self) -> _EnvReads:
         reads = self.read

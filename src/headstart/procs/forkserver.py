@@ -275,14 +275,6 @@ def _guarded_preparation_data(guard_path: str) -> contextlib.AbstractContextMana
         lambda: {"main_path": guard_path, "sys_path": list(sys.path)})
 
 
-def _alive(pid: int) -> bool:
-    """True unless ``pid`` is gone or a zombie (never reaps it: multiprocessing does that)."""
-    from headstart.watch.procfs import read_stat
-
-    st = read_stat(pid)
-    return st is not None and st.state not in ("Z", "X")
-
-
 def _prewarm(handle: ForkserverPrewarm, start_method_env: str | None,
              ready_timeout: float) -> None:
     try:
@@ -354,6 +346,8 @@ def _await_report(handle: ForkserverPrewarm, sock: socket.socket,
                   ready_timeout: float) -> None:
     import json
 
+    from headstart.watch.procfs import running
+
     deadline = time.monotonic() + ready_timeout
     sock.settimeout(0.25)
     while True:
@@ -361,7 +355,7 @@ def _await_report(handle: ForkserverPrewarm, sock: socket.socket,
             data = sock.recv(1 << 20)
             break
         except TimeoutError:
-            if handle.pid is not None and not _alive(handle.pid):
+            if handle.pid is not None and not running(handle.pid):
                 handle._finish(False, "the forkserver exited during its preload")
                 return
             if time.monotonic() > deadline:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 
 __all__ = ["CLK_TCK", "ProcIO", "ProcStat", "children", "descendants", "pids", "read_io",
-           "read_maps", "read_schedstat", "read_stat"]
+           "read_maps", "read_schedstat", "read_stat", "running", "status_field"]
 
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -93,6 +93,23 @@ def read_stat(pid: int, task: int | None = None) -> ProcStat | None:
         return ProcStat(pid, raw[lp + 1:rp].decode(errors="replace"), raw[rp + 2:].split())
     except (IndexError, ValueError):
         return None
+
+
+def running(pid: int) -> bool:
+    """True unless ``pid`` is gone or a zombie (reaps nothing)."""
+    st = read_stat(pid)
+    return st is not None and st.state not in ("Z", "X")
+
+
+def status_field(pid: int | str, name: str) -> str | None:
+    """One field of ``/proc/PID/status`` (``Umask``, ``SigIgn``...), stripped; None when the
+    process or the field is not there."""
+    raw = _read(f"/proc/{pid}/status")
+    for line in (raw or b"").splitlines():
+        key, _, value = line.partition(b":")
+        if key == name.encode():
+            return value.strip().decode()
+    return None
 
 
 def read_maps(pid: int | str) -> list[list[bytes]]:
