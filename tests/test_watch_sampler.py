@@ -3,10 +3,13 @@ child subreaper (sampled to the end and reaped, with their exit status)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import threading
+import time
 
-from headstart.watch.sampler import TreeSampler
+from headstart.watch.sampler import SAMPLER_NICE, TreeSampler
 
 
 def test_exec_exit_and_parent() -> None:
@@ -53,3 +56,26 @@ print("ok")
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
 
+
+
+def test_sampler_thread_yields_the_cpu_and_nothing_else_does() -> None:
+    # Only the sampler thread runs at the lowest priority: the caller's threads keep theirs.
+    proc = subprocess.Popen(["sleep", "1"])
+    sampler = TreeSampler(proc.pid, 0.01).start()
+    try:
+        for _ in range(200):
+            if sampler.thread_id is not None and sampler.ticks > 2:
+                break
+            time.sleep(0.01)
+        assert sampler.thread_id is not None
+
+        def nice(tid: int) -> int:
+            with open(f"/proc/self/task/{tid}/stat") as fh:
+                return int(fh.read().rsplit(")", 1)[1].split()[16])
+
+        assert nice(sampler.thread_id) == SAMPLER_NICE == 19
+        assert nice(threading.get_native_id()) == os.getpriority(os.PRIO_PROCESS, 0) != 19
+    finally:
+        sampler.stop()
+        proc.kill()
+        proc.wait()
