@@ -28,7 +28,7 @@ CASES: list[tuple[str, list[str], dict[str, str], dict[str, object]]] = [
     # docs.vllm.ai Quickstart, "OpenAI-Compatible Server": vllm serve Qwen/Qwen2.5-1.5B-Instruct
     ("vllm-serve-positional", ["vllm", "serve", "Qwen/Qwen2.5-1.5B-Instruct"], {},
      {"adapter": "vllm", "model": "Qwen/Qwen2.5-1.5B-Instruct", "loads_weights": True,
-      "hub": "hf", "workers": "fork", "forkserver_env": VLLM_MP, "python_entry": True,
+      "hub": "hf", "forkserver_env": VLLM_MP,
       "preload": ("torch", "transformers")}),
     # docs.vllm.ai "OpenAI-Compatible Server": flags after the model
     ("vllm-serve-flags-after-model",
@@ -38,8 +38,7 @@ CASES: list[tuple[str, list[str], dict[str, str], dict[str, object]]] = [
     # docs.vllm.ai v0.5.0 "Engine Arguments": usage: -m vllm.entrypoints.openai.api_server
     ("vllm-api-server-module",
      ["python", "-m", "vllm.entrypoints.openai.api_server", "--model", "facebook/opt-125m"],
-     {}, {"adapter": "vllm", "model": "facebook/opt-125m", "loads_weights": True,
-          "python_entry": True}),
+     {}, {"adapter": "vllm", "model": "facebook/opt-125m", "loads_weights": True}),
     # Engine Arguments: --revision, --download-dir, --tokenizer, --tokenizer-revision
     ("vllm-revision-cache-tokenizer",
      ["vllm", "serve", "meta-llama/Llama-3.1-8B-Instruct", "--revision", "abc123",
@@ -53,11 +52,11 @@ CASES: list[tuple[str, list[str], dict[str, str], dict[str, object]]] = [
      ["vllm", "serve", "--model=facebook/opt-125m", "--revision=main",
       "--download-dir=/data/hf", "--load-format=safetensors"], {},
      {"model": "facebook/opt-125m", "revision": "main", "cache_dir": "/data/hf",
-      "load_format": "safetensors", "loads_weights": True}),
+      "loads_weights": True}),
     # vLLM's parser maps --download_dir to --download-dir
     ("vllm-underscore-option",
      ["vllm", "serve", "facebook/opt-125m", "--download_dir", "/d", "--load_format", "pt"], {},
-     {"cache_dir": "/d", "load_format": "pt"}),
+     {"cache_dir": "/d"}),
     # the positional model after value options and a boolean switch
     ("vllm-positional-after-options",
      ["vllm", "serve", "--port", "8000", "--trust-remote-code", "Qwen/Qwen3-0.6B"], {},
@@ -69,14 +68,14 @@ CASES: list[tuple[str, list[str], dict[str, str], dict[str, object]]] = [
     # Engine Arguments --load-format: "dummy" initialises random weights
     ("vllm-load-format-dummy",
      ["vllm", "serve", "facebook/opt-125m", "--load-format", "dummy"], {},
-     {"load_format": "dummy", "loads_weights": False}),
+     {"loads_weights": False}),
     # vllm/envs.py: VLLM_USE_MODELSCOPE is true only for the text "true"
     ("vllm-modelscope", ["vllm", "serve", "qwen/Qwen2.5-7B-Instruct"],
      {"VLLM_USE_MODELSCOPE": "True"}, {"hub": "modelscope"}),
     ("vllm-modelscope-1-is-false", ["vllm", "serve", "qwen/Qwen2.5-7B-Instruct"],
      {"VLLM_USE_MODELSCOPE": "1"}, {"hub": "hf"}),
     ("vllm-mp-method-env", ["vllm", "serve", "facebook/opt-125m"], {VLLM_MP: "spawn"},
-     {"workers": "spawn"}),
+     {"forkserver_env": VLLM_MP}),
     # docs "Data Parallel Deployment": API server only on node 0 (-dpl 0), engines on node 1
     ("vllm-dp-api-only",
      ["vllm", "serve", "deepseek-ai/DeepSeek-V3", "--data-parallel-size", "4",
@@ -116,14 +115,14 @@ CASES: list[tuple[str, list[str], dict[str, str], dict[str, object]]] = [
     ("vllm-cli-module-with-python-options",
      ["/opt/venv/bin/python3.11", "-u", "-X", "importtime", "-m", "vllm.entrypoints.cli.main",
       "serve", "facebook/opt-125m"], {},
-     {"adapter": "vllm", "model": "facebook/opt-125m", "python_entry": True}),
+     {"adapter": "vllm", "model": "facebook/opt-125m"}),
     # --- SGLang -----------------------------------------------------------------------------
     # docs.sglang.io "Server Arguments": multi-GPU tensor parallelism
     ("sglang-launch-server",
      ["python", "-m", "sglang.launch_server", "--model-path",
       "meta-llama/Meta-Llama-3-8B-Instruct", "--tp", "2"], {},
      {"adapter": "sglang", "model": "meta-llama/Meta-Llama-3-8B-Instruct",
-      "loads_weights": True, "workers": "spawn", "python_entry": True, "hub": "hf",
+      "loads_weights": True, "hub": "hf",
       "preload": ("torch", "transformers")}),
     # python/sglang/cli/main.py: `sglang serve`; sglang diffusion README example
     ("sglang-serve",
@@ -152,8 +151,8 @@ CASES: list[tuple[str, list[str], dict[str, str], dict[str, object]]] = [
     ("transformers-serve-model",
      ["transformers", "serve", "--port", "8080", "--continuous-batching",
       "Qwen/Qwen2.5-0.5B-Instruct", "--device", "cpu"], {},
-     {"model": "Qwen/Qwen2.5-0.5B-Instruct", "loads_weights": True, "workers": "none",
-      "preload": ("torch", "transformers"), "python_entry": True, "hub": "hf"}),
+     {"model": "Qwen/Qwen2.5-0.5B-Instruct", "loads_weights": True,
+      "preload": ("torch", "transformers"), "hub": "hf"}),
     # serve.py: GGUF weights are named `<repo>:<file>.gguf`
     ("transformers-serve-gguf",
      ["transformers", "serve", "Qwen/Qwen2.5-0.5B-Instruct-GGUF:qwen2.5-0.5b-instruct-q4_0.gguf"],
@@ -178,7 +177,7 @@ CASES: list[tuple[str, list[str], dict[str, str], dict[str, object]]] = [
      ["text-generation-launcher", "--model-id", "teknium/OpenHermes-2.5-Mistral-7B",
       "--revision", "refs/pr/2", "--huggingface-hub-cache", "/data"], {},
      {"adapter": "tgi", "model": "teknium/OpenHermes-2.5-Mistral-7B", "revision": "refs/pr/2",
-      "cache_dir": "/data", "loads_weights": True, "workers": "exec", "python_entry": False,
+      "cache_dir": "/data", "loads_weights": True,
       "preload": ()}),
     ("tgi-equals-form",
      ["text-generation-launcher", "--model-id=gpt2", "--revision=main", "--port", "8080"], {},
@@ -199,12 +198,12 @@ CASES: list[tuple[str, list[str], dict[str, str], dict[str, object]]] = [
     # the launcher starts `text-generation-server serve MODEL_ID --revision R` shards
     ("tgi-server-shard",
      ["text-generation-server", "serve", "gpt2", "--revision", "main", "--sharded"], {},
-     {"model": "gpt2", "revision": "main", "loads_weights": True, "python_entry": True}),
+     {"model": "gpt2", "revision": "main", "loads_weights": True}),
     # --- llama.cpp --------------------------------------------------------------------------
     # llama.cpp tools/server/README.md: llama-server -m models/7B/ggml-model.gguf -c 2048
     ("llamacpp-m", ["llama-server", "-m", "models/7B/ggml-model.gguf", "-c", "2048"], {},
      {"adapter": "llama.cpp", "model": "models/7B/ggml-model.gguf", "loads_weights": True,
-      "python_entry": False, "preload": (), "hub": None}),
+      "preload": (), "hub": None}),
     ("llamacpp-long", ["llama-server", "--model", "/m/q4.gguf", "--port", "8080"], {},
      {"model": "/m/q4.gguf"}),
     # README: -hf, -hfr, --hf-repo <user>/<model>[:quant]
@@ -218,21 +217,20 @@ CASES: list[tuple[str, list[str], dict[str, str], dict[str, object]]] = [
     # transformers examples: python run_clm.py --model_name_or_path openai-community/gpt2
     ("generic-script",
      ["python", "run_clm.py", "--model_name_or_path", "openai-community/gpt2", "--do_eval"], {},
-     {"adapter": "generic", "model": "openai-community/gpt2", "loads_weights": True,
-      "python_entry": True}),
+     {"adapter": "generic", "model": "openai-community/gpt2", "loads_weights": True}),
     # llama-cpp-python docs: python -m llama_cpp.server --model models/7B/llama-model.gguf
     ("generic-module", ["python3", "-m", "llama_cpp.server", "--model",
                         "models/7B/llama-model.gguf"], {},
-     {"adapter": "generic", "model": "models/7B/llama-model.gguf", "python_entry": True}),
+     {"adapter": "generic", "model": "models/7B/llama-model.gguf"}),
     ("generic-model-path-equals", ["myserver", "--model-path=/srv/m", "--revision", "r"], {},
-     {"model": "/srv/m", "revision": "r", "loads_weights": True, "python_entry": False}),
+     {"model": "/srv/m", "revision": "r", "loads_weights": True}),
     ("generic-model-id", ["./serve.sh", "--model-id", "a/b"], {}, {"model": "a/b"}),
     ("generic-model-name-or-path", ["srv", "--model-name-or-path", "a/b"], {}, {"model": "a/b"}),
     ("generic-unknown", ["uvicorn", "app:app", "--port", "8000"], {},
      {"adapter": "generic", "model": None, "loads_weights": False}),
     ("generic-help", ["srv", "--model", "a/b", "--help"], {}, {"loads_weights": False}),
     ("generic-empty", [], {}, {"adapter": "generic", "model": None, "loads_weights": False}),
-    ("python-repl", ["python3"], {}, {"model": None, "python_entry": True}),
+    ("python-repl", ["python3"], {}, {"model": None}),
 ]
 
 

@@ -392,38 +392,50 @@ def test_public_export() -> None:
     assert headstart.prewarm_forkserver is prewarm_forkserver
 
 
+def _facts(adapter: str):
+    """The facts the adapter gives a serving command of ``adapter``."""
+    from headstart.adapters import detect
+
+    argv = {"vllm": ["vllm", "serve", "m"], "generic": ["srv", "--model", "m"],
+            "transformers": ["transformers", "serve", "m"],
+            "sglang": ["python", "-m", "sglang.launch_server", "--model-path", "m"]}[adapter]
+    facts = detect(argv, {})
+    assert facts.adapter == adapter
+    return facts
+
+
 class TestShouldPrewarm:
     def test_disabled_wins(self) -> None:
         from headstart.procs.forkserver import should_prewarm
 
-        assert should_prewarm("vllm", {}, False)[0] is False
-        assert should_prewarm("generic", {}, False)[0] is False
+        assert should_prewarm(_facts("vllm"), {}, False)[0] is False
+        assert should_prewarm(_facts("generic"), {}, False)[0] is False
 
     def test_opt_in_elsewhere(self) -> None:
         from headstart.procs.forkserver import should_prewarm
 
-        assert should_prewarm("transformers", {}, None) == (
+        assert should_prewarm(_facts("transformers"), {}, None) == (
             False, "opt-in (--forkserver) for this target")
-        assert should_prewarm("sglang", {}, True)[0] is True
+        assert should_prewarm(_facts("sglang"), {}, True)[0] is True
 
     def test_vllm_respects_the_users_choice(self) -> None:
         from headstart.procs.forkserver import forkserver_environ, should_prewarm
 
         env = {"VLLM_WORKER_MULTIPROC_METHOD": "spawn"}
-        ok, why = should_prewarm("vllm", env, True)
+        ok, why = should_prewarm(_facts("vllm"), env, True)
         assert ok is False and "set by the user" in why
-        assert forkserver_environ("vllm", env) == {}
-        assert should_prewarm("vllm", {"VLLM_WORKER_MULTIPROC_METHOD": "forkserver"},
+        assert forkserver_environ(_facts("vllm"), env) == {}
+        assert should_prewarm(_facts("vllm"), {"VLLM_WORKER_MULTIPROC_METHOD": "forkserver"},
                               None)[0] is True
 
     def test_vllm_default_follows_what_the_installed_vllm_accepts(self) -> None:
         from headstart.procs import forkserver as fs
 
-        accepts = fs._vllm_accepts_forkserver()
-        ok, why = fs.should_prewarm("vllm", {}, None)
+        accepts = fs._accepts_forkserver(_facts("vllm"))
+        ok, why = fs.should_prewarm(_facts("vllm"), {}, None)
         assert ok is (accepts is True), why
-        assert fs.forkserver_environ("vllm", {}) == {"VLLM_WORKER_MULTIPROC_METHOD":
-                                                     "forkserver"}
+        assert fs.forkserver_environ(_facts("vllm"), {}) == {"VLLM_WORKER_MULTIPROC_METHOD":
+                                                             "forkserver"}
 
 
 RUNTIME_PATH = textwrap.dedent("""

@@ -90,6 +90,15 @@ def test_console_script_runs_in_process(probe_tree):
     assert "launch=exec" in out.stderr
 
 
+def test_adapter_notes_reach_verbose(tmp_path):
+    """What the adapter noted about its decisions is said under -v, after the plan."""
+    out = subprocess.run([PY, "-m", "headstart", "run", "-v", "--no-prefetch", "--", PY, "-c",
+                          "pass", "--port", "1"], env=_env(), capture_output=True, text=True,
+                         timeout=60, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "headstart: generic: -c: no model option recognised" in out.stderr.splitlines()
+
+
 def test_uncaught_exception_same_status_and_traceback(tmp_path):
     (tmp_path / "boom.py").write_text("def f():\n    raise ValueError('boom-42')\nf()\n")
     plain, hs = _pair([PY, "boom.py"], tmp_path)
@@ -256,3 +265,68 @@ def test_a_signal_during_headstarts_fork_is_delivered_after_it(tmp_path):
         "pid, _ = fork_deferring_signals()", "pid = os.fork()")], capture_output=True,
         text=True, timeout=30)
     assert plain.stdout.strip() == "lost"  # what a plain fork does: the case being fixed
+
+
+# --- one reading of a Python command line ----------------------------------------------------
+
+# What classify() does with each way parse_invocation() reads a command of this interpreter.
+_KIND_OF_VIA = {"module": "module", "code": "code", "script": "script"}
+
+
+@pytest.mark.parametrize("args", [
+    ["-m", "pkg.mod", "a"], ["-mpkg.mod"], ["-c", "print(1)", "a"], ["-cprint(1)"],
+    ["probe.py", "a"], ["-um", "m"], ["-u", "probe.py"], ["-X", "importtime", "-m", "m"],
+    ["--", "probe.py"], ["-"], ["-m"], ["--version"],
+])
+def test_launch_and_adapters_read_a_command_alike(args, tmp_path, monkeypatch):
+    """classify() decides from parse_invocation(): it runs in-process exactly the module,
+    code or script the adapters are told about, and execs whatever carries interpreter
+    options or names no target."""
+    from headstart.procs.launch import classify, parse_invocation
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "probe.py").write_text("pass\n")
+    argv = [PY, *args]
+    inv, launch = parse_invocation(argv), classify(argv)
+    if inv.options or inv.via not in _KIND_OF_VIA:
+        assert launch.kind == "exec" and launch.reason.startswith("interpreter option")
+        return
+    assert launch.kind == _KIND_OF_VIA[inv.via]
+    assert list(launch.argv[1:]) == inv.args
+    if inv.via == "module":
+        assert launch.module == inv.name == launch.argv[0]
+    elif inv.via == "code":
+        assert launch.code == inv.code == "print(1)"
+    else:
+        assert launch.path == inv.path == "probe.py"
+
+
+@pytest.mark.parametrize("name", ["pypy3", "python3.13t", "python3.12d", "python3", "python"])
+def test_every_interpreter_name_is_one_to_both(name, tmp_path):
+    """The names the adapters see through (pypy3, python3.13t) are interpreters to the launch
+    too: another interpreter is exec-ed as such, and read by name (they disagreed)."""
+    from headstart.procs.launch import classify, is_python_name, parse_invocation
+
+    assert is_python_name(name)
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "pyvenv.cfg").write_text("home = /nowhere\n")
+    exe = venv / "bin" / name
+    exe.symlink_to(os.path.realpath(PY))
+    inv = parse_invocation([str(exe), "-m", "m", "a"])
+    assert (inv.name, inv.args, inv.via) == ("m", ["a"], "module")
+    launch = classify([str(exe), "-m", "m", "a"])
+    assert (launch.kind, launch.reason) == ("exec", "another Python interpreter")
+    # a script whose shebang names such an interpreter: not one of ours either
+    script = tmp_path / "tool"
+    script.write_text(f"#!{exe}\nprint(1)\n")
+    script.chmod(0o755)
+    assert classify([str(script)]).kind == "exec"
+
+
+@pytest.mark.parametrize("name", ["python-config", "pythonista", "pypyserver", "ipython"])
+def test_not_interpreter_names(name):
+    from headstart.procs.launch import is_python_name, parse_invocation
+
+    assert not is_python_name(name)
+    assert parse_invocation([name, "-m", "x"]).via == "program"

@@ -66,6 +66,8 @@ class StartupPlan(Record):
     zygote_reason: str
     zygote_preload: tuple[str, ...]
     zygote_env: str | None
+    # the adapter's notes on its decisions (TargetFacts.notes), printed by `run -v`
+    notes: tuple[str, ...]
 
     FIELDS = (
         ("argv", []), ("launch", None), ("adapter", "generic"), ("model", None),
@@ -73,7 +75,7 @@ class StartupPlan(Record):
         ("prefetch", False), ("prefetch_reason", ""), ("preload", ()), ("forkserver", False),
         ("forkserver_reason", ""), ("forkserver_env", {}), ("start_method_env", None),
         ("trace", None), ("verbose", 0), ("profile_key", None), ("zygote", False),
-        ("zygote_reason", ""), ("zygote_preload", ()), ("zygote_env", None),
+        ("zygote_reason", ""), ("zygote_preload", ()), ("zygote_env", None), ("notes", ()),
     )
 
     def describe(self) -> str:
@@ -96,7 +98,8 @@ def build_plan(opts: RunOptions, argv: list[str], env: Mapping[str, str] | None 
     env = os.environ if env is None else env
     facts = detect(list(argv), env)
     from_env = run_env_options(env)
-    plan = StartupPlan(argv=list(argv), launch=classify(list(argv)), adapter=facts.adapter)
+    plan = StartupPlan(argv=list(argv), launch=classify(list(argv)), adapter=facts.adapter,
+                       notes=tuple(facts.notes))
     plan.verbose = opts.verbose or (1 if from_env["verbose"] else 0)
     plan.trace = opts.trace or from_env["trace"]
 
@@ -147,16 +150,12 @@ def build_plan(opts: RunOptions, argv: list[str], env: Mapping[str, str] | None 
     elif not facts.loads_weights and not requested:
         plan.forkserver_reason = "this command starts no workers"
     else:
-        from headstart.procs.forkserver import (
-            forkserver_environ,
-            should_prewarm,
-            start_method_env_for,
-        )
+        from headstart.procs.forkserver import forkserver_environ, should_prewarm
 
-        plan.forkserver, plan.forkserver_reason = should_prewarm(facts.adapter, env, requested)
+        plan.forkserver, plan.forkserver_reason = should_prewarm(facts, env, requested)
         if plan.forkserver:
-            plan.forkserver_env = dict(forkserver_environ(facts.adapter, env))
-            plan.start_method_env = start_method_env_for(facts.adapter)
+            plan.forkserver_env = dict(forkserver_environ(facts, env))
+            plan.start_method_env = facts.forkserver_env
     _decide_zygote(plan, facts, opts.zygote if opts.zygote is not None
                    else from_env["zygote"])
     return plan

@@ -5,12 +5,10 @@ from __future__ import annotations
 from headstart._record import Record
 from headstart.settings import HUBS
 
-__all__ = ["HUBS", "WORKERS", "Hub", "TargetFacts", "Workers"]
+__all__ = ["HUBS", "Hub", "TargetFacts"]
 
 # Plain names, not typing.Literal: `typing` costs milliseconds on the hot path.
-WORKERS = ("none", "spawn", "fork", "forkserver", "exec")
 Hub = str  # one of HUBS
-Workers = str  # one of WORKERS
 
 
 class TargetFacts(Record):
@@ -21,17 +19,19 @@ class TargetFacts(Record):
     non-local reference resolves in (``None``: auto). ``loads_weights`` answers "does this
     process tree read the model's weights", so a help screen, a client subcommand, an API-only
     front end or ``--load-format dummy`` is ``False``. ``preload`` lists top-level modules worth
-    importing in the background; none of them initialises CUDA at import. ``workers`` is how
-    the target starts worker processes, and ``forkserver_env`` the variable that selects it.
-    ``python_entry`` is ``True`` when the target is Python code (console script, ``-m``,
-    script) that ``headstart run`` can start in-process. ``log_phases`` names the server's
+    importing in the background; none of them initialises CUDA at import.
+    ``forkserver_env`` is the variable through which the target picks its worker start method
+    (the plan sets it to ``forkserver`` when it prewarms one), ``forkserver_check`` names a
+    function (``module:function``, no arguments) answering whether the installed target
+    accepts ``forkserver`` there (True/False/None: unknown). ``log_phases`` names the server's
     startup milestones in its own log lines (``(name, regex)``, see ``watch.phases``), for
     ``headstart explain`` and ``bench``. ``zygote``: spawned children forking from a zygote
     is measured faster for this server (on by default); ``zygote_preload`` the modules its
     spawned children import beyond ``preload``; ``zygote_env`` names a function
     (``module:function``, run in the zygote before its imports) returning the variables the
     server sets before it spawns, so that the zygote imports as its children would.
-    ``notes`` explain the decisions.
+    ``notes`` explain the decisions (``headstart run -v`` prints them). Whether the target runs
+    in-process is not a fact: :func:`headstart.procs.launch.classify` decides it.
     """
 
     adapter: str
@@ -41,12 +41,10 @@ class TargetFacts(Record):
     hub: Hub | None
     tokenizer: str | None
     tokenizer_revision: str | None
-    load_format: str | None
     loads_weights: bool
     preload: tuple[str, ...]
-    workers: Workers
     forkserver_env: str | None
-    python_entry: bool
+    forkserver_check: str | None
     log_phases: tuple[tuple[str, str], ...]
     zygote: bool
     zygote_preload: tuple[str, ...]
@@ -62,12 +60,10 @@ class TargetFacts(Record):
         ("hub", None),
         ("tokenizer", None),
         ("tokenizer_revision", None),
-        ("load_format", None),
         ("loads_weights", False),
         ("preload", ()),
-        ("workers", "none"),
         ("forkserver_env", None),
-        ("python_entry", False),
+        ("forkserver_check", None),
         ("log_phases", ()),
         ("zygote", False),
         ("zygote_preload", ()),

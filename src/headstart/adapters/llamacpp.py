@@ -52,6 +52,5 @@ def detect_llamacpp(name: str, args: Sequence[str], env: Mapping[str, str]) -> T
         model=model,
         hub=hub,
         loads_weights=True,
-        workers="none",
         notes=tuple(notes),
     )

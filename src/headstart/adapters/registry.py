@@ -7,11 +7,11 @@ adapter. Anything not in the table gets the generic fallback.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping, Sequence
 from importlib import import_module
 
 from headstart.adapters.facts import TargetFacts
+from headstart.procs.launch import Invocation, parse_invocation
 
 __all__ = ["ADAPTERS", "Invocation", "adapter_for", "detect", "parse_invocation"]
 
@@ -45,77 +45,6 @@ def adapter_for(module: str) -> Adapter:
     return getattr(mod, f"detect_{module}")  # type: ignore[no-any-return]
 
 
-# Interpreter options that take a separate argument (python -W ignore, -X importtime).
-_PY_OPTS_WITH_VALUE = frozenset("WX")
-_PY_LONG_OPTS_WITH_VALUE = frozenset({"--check-hash-based-pycs"})
-
-
-class Invocation:
-    """What ``argv`` runs: ``via`` is program, module, script, code, stdin or interpreter."""
-
-    __slots__ = ("args", "name", "via")
-
-    def __init__(self, name: str, args: Sequence[str], via: str) -> None:
-        self.name = name
-        self.args = list(args)
-        self.via = via
-
-    def __repr__(self) -> str:
-        return f"Invocation({self.name!r}, {self.args!r}, via={self.via!r})"
-
-
-def _is_interpreter(base: str) -> bool:
-    for prefix in ("python", "pypy"):
-        if base.startswith(prefix):
-            rest = base[len(prefix) :].rstrip("tdm")  # abiflags: python3.13t
-            return all(c.isdigit() or c == "." for c in rest)
-    return False
-
-
-def parse_invocation(argv: Sequence[str]) -> Invocation:
-    """Name the program ``argv`` runs, seeing through a Python interpreter and its options."""
-    if not argv:
-        return Invocation("", [], "none")
-    base = os.path.basename(argv[0])
-    if not _is_interpreter(base):
-        return Invocation(base, argv[1:], "program")
-    i, n = 1, len(argv)
-    while i < n:
-        token = argv[i]
-        if token == "-":
-            return Invocation("-", argv[i + 1 :], "stdin")
-        if token == "--" or not token.startswith("-"):
-            script = argv[i + 1] if token == "--" and i + 1 < n else token
-            if token == "--" and i + 1 >= n:
-                break
-            stem = os.path.basename(script)
-            stem = stem[:-3] if stem.endswith(".py") else stem
-            return Invocation(stem, argv[i + (2 if token == "--" else 1) :], "script")
-        if token.startswith("--"):
-            i += 2 if token in _PY_LONG_OPTS_WITH_VALUE else 1
-            continue
-        # Short options may be combined: -um MODULE, -Wignore, -OO.
-        letters = token[1:]
-        i += 1
-        for j, ch in enumerate(letters):
-            attached = letters[j + 1 :]
-            if ch in "mc":
-                if attached:
-                    value, rest_at = attached, i
-                elif i < n:
-                    value, rest_at = argv[i], i + 1
-                else:
-                    return Invocation("", [], "interpreter")
-                if ch == "m":
-                    return Invocation(value, argv[rest_at:], "module")
-                return Invocation("-c", argv[rest_at:], "code")
-            if ch in _PY_OPTS_WITH_VALUE:
-                if not attached:
-                    i += 1
-                break
-    return Invocation("", [], "interpreter")
-
-
 def detect(argv: list[str], env: Mapping[str, str]) -> TargetFacts:
     """Facts about the command ``argv`` run with environment ``env``.
 
@@ -131,6 +60,4 @@ def detect(argv: list[str], env: Mapping[str, str]) -> TargetFacts:
 
         logging.getLogger(__name__).debug("adapter for %r failed", inv.name, exc_info=True)
         facts = TargetFacts(notes=(f"adapter for {inv.name!r} failed: {exc!r}",))
-    if inv.via != "program" and not facts.python_entry:
-        facts = facts.replace(python_entry=True)
     return facts

@@ -40,8 +40,6 @@ def _facts(env: Mapping[str, str], notes: Sequence[str], **fields: object) -> Ta
     return TargetFacts(
         adapter="sglang",
         hub="modelscope" if modelscope else "hf",
-        workers="spawn",
-        python_entry=True,
         log_phases=_LOG_PHASES,
         notes=tuple(notes),
         **fields,  # type: ignore[arg-type]
@@ -76,7 +74,6 @@ def _server_facts(args: Sequence[str], env: Mapping[str, str], what: str) -> Tar
         revision=opt("--revision"),
         cache_dir=opt("--download-dir"),
         tokenizer=tokenizer if tokenizer and tokenizer != model else None,
-        load_format=load_format,
         loads_weights=loads,
         preload=_PRELOAD,
     )

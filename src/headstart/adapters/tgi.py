@@ -24,8 +24,7 @@ def _launcher(args: Sequence[str], env: Mapping[str, str]) -> TargetFacts:
     notes = ["text-generation-launcher"]
     parsed = Args(args)
     if "-V" in args or parsed.has("--version"):
-        return TargetFacts(adapter="tgi", hub="hf", workers="exec",
-                           notes=("version requested",))
+        return TargetFacts(adapter="tgi", hub="hf", notes=("version requested",))
 
     def opt(flag: str, var: str) -> str | None:
         value = parsed.get(flag)
@@ -45,7 +44,6 @@ def _launcher(args: Sequence[str], env: Mapping[str, str]) -> TargetFacts:
         cache_dir=opt("--huggingface-hub-cache", "HUGGINGFACE_HUB_CACHE"),
         hub="hf",
         loads_weights=True,
-        workers="exec",
         notes=tuple(notes),
     )
 
@@ -65,8 +63,6 @@ def _server(args: Sequence[str], env: Mapping[str, str]) -> TargetFacts:
         hub="hf",
         loads_weights=loads,
         preload=("torch", "transformers") if loads else (),
-        workers="none",
-        python_entry=True,
         notes=(f"text-generation-server {sub or '(no subcommand)'}",),
     )
 
@@ -74,9 +70,7 @@ def _server(args: Sequence[str], env: Mapping[str, str]) -> TargetFacts:
 def detect_tgi(name: str, args: Sequence[str], env: Mapping[str, str]) -> TargetFacts:
     """``name`` is ``text-generation-launcher`` or ``text-generation-server``."""
     if wants_help(args):
-        return TargetFacts(adapter="tgi", hub="hf", workers="exec",
-                           python_entry=name == "text-generation-server",
-                           notes=("help requested",))
+        return TargetFacts(adapter="tgi", hub="hf", notes=("help requested",))
     if name == "text-generation-server":
         return _server(args, env)
     return _launcher(args, env)

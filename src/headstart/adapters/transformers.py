@@ -35,8 +35,7 @@ _LEGACY_MODEL_FLAGS = ("--model-name-or-path", "--model_name_or_path")
 
 def _facts(notes: Sequence[str], **fields: object) -> TargetFacts:
     return TargetFacts(
-        adapter="transformers", hub="hf", workers="none", python_entry=True,
-        log_phases=_LOG_PHASES,
+        adapter="transformers", hub="hf", log_phases=_LOG_PHASES,
         notes=tuple(notes), **fields,  # type: ignore[arg-type]
     )
 

@@ -70,18 +70,12 @@ _REMOTE_PREFIXES = ("s3://", "gs://", "az://", "http://", "https://")
 _MAX_ENVS_BYTES = 16 << 20  # vllm/envs.py is ~100 KB; refuse anything that is not it
 
 
-def _workers(env: Mapping[str, str]) -> str:
-    method = (env.get(_MP_ENV) or "").strip().lower()
-    return method if method in ("fork", "spawn", "forkserver") else "fork"
-
-
 def _facts(env: Mapping[str, str], notes: Sequence[str], **fields: object) -> TargetFacts:
     return TargetFacts(
         adapter="vllm",
         hub="modelscope" if env.get("VLLM_USE_MODELSCOPE", "False").lower() == "true" else "hf",
-        workers=_workers(env),  # type: ignore[arg-type]
         forkserver_env=_MP_ENV,
-        python_entry=True,
+        forkserver_check="headstart.adapters.vllm:vllm_accepts_forkserver",
         log_phases=_LOG_PHASES,
         notes=tuple(notes),
         **fields,  # type: ignore[arg-type]
@@ -150,7 +144,6 @@ def _serve_facts(args: Sequence[str], env: Mapping[str, str], *, positional: boo
         cache_dir=cache_dir,
         tokenizer=tokenizer if tokenizer and tokenizer != model else None,
         tokenizer_revision=opt("--tokenizer-revision"),
-        load_format=load_format,
         loads_weights=loads,
         preload=_PRELOAD,
         # EngineCore is always a spawned child (its worker too, unless the user picked fork)

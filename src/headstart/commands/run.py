@@ -132,6 +132,8 @@ def run(args: argparse.Namespace) -> int:
 
     if plan.verbose:
         _say(plan.describe())
+        for note in plan.notes:
+            _say(f"{plan.adapter}: {note}")
     if plan.trace:
         _write_trace_at_exit(plan.trace)
     tracer.instant("plan", cat="run", summary=plan.describe())

@@ -66,6 +66,8 @@ from headstart.trace import tracer
 if TYPE_CHECKING:
     import socket
 
+    from headstart.adapters.facts import TargetFacts
+
 # multiprocessing, socket and json are imported in the prewarm thread, not here: the call
 # itself sits on the target's critical path.
 
@@ -75,13 +77,11 @@ __all__ = [
     "forkserver_environ",
     "prewarm_forkserver",
     "should_prewarm",
-    "start_method_env_for",
 ]
 
 log = logging.getLogger(__name__)
 
 _GUARD_PREFIX = "headstart-preload|"  # = _forkserver_guard.PREFIX (pinned by a test)
-_VLLM_VAR = "VLLM_WORKER_MULTIPROC_METHOD"
 
 
 class ForkserverPrewarm:
@@ -161,59 +161,63 @@ def cuda_initialised() -> str | None:
     return None
 
 
-def should_prewarm(adapter_name: str | None, env: Mapping[str, str],
+def should_prewarm(facts: TargetFacts, env: Mapping[str, str],
                    requested: bool | None) -> tuple[bool, str]:
-    """Decide whether ``headstart run`` prewarms a forkserver, and say why.
+    """Decide whether ``headstart run`` prewarms a forkserver for the target ``facts``
+    describe, and say why.
 
     ``requested``: True/False from ``--forkserver``/``--no-forkserver`` (or
-    ``HEADSTART_FORKSERVER``, merged by the caller), None when not given. For vLLM the default
-    is on, but only if the installed vLLM accepts ``VLLM_WORKER_MULTIPROC_METHOD=forkserver``
-    (releases after the revert of PR #40331 reject it) and the user has not chosen another
-    method. Everywhere else it is opt-in. Use :func:`forkserver_environ` for the variables to
-    set (pass them as ``environ=`` to :func:`prewarm_forkserver`).
+    ``HEADSTART_FORKSERVER``, merged by the caller), None when not given. A target that picks
+    its worker start method through a variable (``facts.forkserver_env``: vLLM's
+    ``VLLM_WORKER_MULTIPROC_METHOD``) gets the default on, but only if its installed version
+    accepts forkserver there (``facts.forkserver_check``; vLLM releases after the revert of
+    PR #40331 reject it) and the user has not chosen another method. Everywhere else it is
+    opt-in. Use :func:`forkserver_environ` for the variables to set (pass them as
+    ``environ=`` to :func:`prewarm_forkserver`).
     """
     if requested is False:
         return False, "disabled (--no-forkserver)"
-    if adapter_name == "vllm":
-        user = env.get(_VLLM_VAR)
+    var = facts.forkserver_env
+    if var:
+        user = env.get(var)
         if user:
             if user == "forkserver":
-                return True, f"{_VLLM_VAR}=forkserver set by the user"
-            return False, f"{_VLLM_VAR}={user} set by the user"
-        accepts = _vllm_accepts_forkserver()
+                return True, f"{var}=forkserver set by the user"
+            return False, f"{var}={user} set by the user"
+        accepts = _accepts_forkserver(facts)
         if accepts is True:
-            return True, f"installed vLLM accepts {_VLLM_VAR}=forkserver"
+            return True, f"installed {facts.adapter} accepts {var}=forkserver"
         if accepts is False:
-            return False, f"installed vLLM rejects {_VLLM_VAR}=forkserver"
+            return False, f"installed {facts.adapter} rejects {var}=forkserver"
         if requested:
-            return True, "requested (--forkserver); vLLM's support for forkserver is unknown"
-        return False, "cannot tell whether the installed vLLM accepts forkserver"
+            return True, (f"requested (--forkserver); {facts.adapter}'s support for "
+                          "forkserver is unknown")
+        return False, f"cannot tell whether the installed {facts.adapter} accepts forkserver"
     if requested:
         return True, "requested (--forkserver)"
     return False, "opt-in (--forkserver) for this target"
 
 
-def forkserver_environ(adapter_name: str | None, env: Mapping[str, str]) -> dict[str, str]:
+def forkserver_environ(facts: TargetFacts, env: Mapping[str, str]) -> dict[str, str]:
     """Variables that make the target use the forkserver (set only what the user has not)."""
-    if adapter_name == "vllm" and not env.get(_VLLM_VAR):
-        return {_VLLM_VAR: "forkserver"}
+    var = facts.forkserver_env
+    if var and not env.get(var):
+        return {var: "forkserver"}
     return {}
 
 
-def start_method_env_for(adapter_name: str | None) -> str | None:
-    """The variable through which a target picks its worker start method, if any."""
-    return _VLLM_VAR if adapter_name == "vllm" else None
-
-
-def _vllm_accepts_forkserver() -> bool | None:
-    try:
-        from headstart.adapters.vllm import vllm_accepts_forkserver
-    except ImportError:
+def _accepts_forkserver(facts: TargetFacts) -> bool | None:
+    """The answer of the adapter's ``forkserver_check`` (``module:function``); None when it
+    has none, cannot be imported or fails."""
+    if not facts.forkserver_check:
         return None
+    module, _, name = facts.forkserver_check.partition(":")
     try:
-        return vllm_accepts_forkserver()
+        from importlib import import_module
+
+        return getattr(import_module(module), name)()  # type: ignore[no-any-return]
     except Exception as exc:
-        log.debug("vllm_accepts_forkserver() failed: %r", exc)
+        log.debug("%s failed: %r", facts.forkserver_check, exc)
         return None
 
 

@@ -11,15 +11,19 @@ from __future__ import annotations
 import os
 import stat
 import sys
+from collections.abc import Sequence
 
 from headstart._record import Record
 
 __all__ = [
+    "Invocation",
     "Launch",
     "classify",
     "exec_target",
     "fork_deferring_signals",
+    "is_python_name",
     "is_this_interpreter",
+    "parse_invocation",
     "read_shebang",
     "run_in_process",
     "sys_path0",
@@ -28,15 +32,93 @@ __all__ = [
 KINDS = ("console_script", "module", "code", "script", "exec")
 
 
-def _is_python_name(name: str) -> bool:
-    """``python``, ``python3``, ``python3.11`` (no ``re``: it is on the hot path)."""
-    if not name.startswith("python"):
-        return False
-    version = name[len("python"):]
-    if not version:
-        return True
-    major, dot, minor = version.partition(".")
-    return major.isdigit() and (not dot or minor.isdigit())
+def is_python_name(name: str) -> bool:
+    """``python``, ``python3``, ``python3.11``, ``python3.13t``, ``pypy3``: a file name that
+    is a Python interpreter (no ``re``: it is on the hot path)."""
+    for prefix in ("python", "pypy"):
+        if name.startswith(prefix):
+            rest = name[len(prefix) :].rstrip("tdm")  # abiflags: python3.13t
+            return all(c.isdigit() or c == "." for c in rest)
+    return False
+
+
+# Interpreter options that take a separate argument (python -W ignore, -X importtime).
+_PY_OPTS_WITH_VALUE = frozenset("WX")
+_PY_LONG_OPTS_WITH_VALUE = frozenset({"--check-hash-based-pycs"})
+
+
+class Invocation:
+    """What ``argv`` runs: ``via`` is program, module, script, code, stdin, interpreter (no
+    target: a REPL, ``--version``, a ``-m`` without its module) or none (empty argv).
+
+    ``name`` is the program's file name, the ``-m`` module, the script's stem (``-c`` and
+    ``-`` for code and stdin); ``args`` what follows the target. ``options`` are the
+    interpreter's own tokens before the target (``-u``, ``-X importtime``, a combined
+    ``-um``, ``--``); ``code`` the ``-c`` text and ``path`` the script as given.
+    """
+
+    __slots__ = ("args", "code", "name", "options", "path", "via")
+
+    def __init__(self, name: str, args: Sequence[str], via: str, options: Sequence[str] = (),
+                 code: str | None = None, path: str | None = None) -> None:
+        self.name = name
+        self.args = list(args)
+        self.via = via
+        self.options = list(options)
+        self.code = code
+        self.path = path
+
+    def __repr__(self) -> str:
+        return f"Invocation({self.name!r}, {self.args!r}, via={self.via!r})"
+
+
+def parse_invocation(argv: Sequence[str]) -> Invocation:
+    """Name the program ``argv`` runs, seeing through a Python interpreter and its options:
+    the one reading of a Python command line (the adapters dispatch on it, :func:`classify`
+    decides the launch from it)."""
+    if not argv:
+        return Invocation("", [], "none")
+    base = os.path.basename(argv[0])
+    if not is_python_name(base):
+        return Invocation(base, argv[1:], "program")
+    i, n = 1, len(argv)
+    while i < n:
+        token = argv[i]
+        if token == "-":
+            return Invocation("-", argv[i + 1 :], "stdin", argv[1:i])
+        if token == "--" or not token.startswith("-"):
+            if token == "--" and i + 1 >= n:
+                break
+            script = argv[i + 1] if token == "--" else token
+            stem = os.path.basename(script)
+            stem = stem[:-3] if stem.endswith(".py") else stem
+            skip = 2 if token == "--" else 1
+            return Invocation(stem, argv[i + skip :], "script", argv[1 : i + skip - 1],
+                              path=script)
+        if token.startswith("--"):
+            i += 2 if token in _PY_LONG_OPTS_WITH_VALUE else 1
+            continue
+        # Short options may be combined: -um MODULE, -Wignore, -OO.
+        letters = token[1:]
+        i += 1
+        for j, ch in enumerate(letters):
+            attached = letters[j + 1 :]
+            if ch in "mc":
+                options = [*argv[1 : i - 1], *([token] if j else [])]
+                if attached:
+                    value, rest_at = attached, i
+                elif i < n:
+                    value, rest_at = argv[i], i + 1
+                else:
+                    return Invocation("", [], "interpreter", argv[1:])
+                if ch == "m":
+                    return Invocation(value, argv[rest_at:], "module", options)
+                return Invocation("-c", argv[rest_at:], "code", options, code=value)
+            if ch in _PY_OPTS_WITH_VALUE:
+                if not attached:
+                    i += 1
+                break
+    return Invocation("", [], "interpreter", argv[1:])
 
 
 class Launch(Record):
@@ -106,7 +188,7 @@ def _shebang_python(path: str) -> str | None:
     parts = read_shebang(path)
     if not parts or len(parts) != 1:  # "/usr/bin/env python3", options: not exact, exec it
         return None
-    return parts[0] if _is_python_name(os.path.basename(parts[0])) else None
+    return parts[0] if is_python_name(os.path.basename(parts[0])) else None
 
 
 def _which(name: str) -> str | None:
@@ -129,7 +211,7 @@ def classify(argv: list[str]) -> Launch:
     exe = _which(argv[0])
     if exe is None:
         return Launch("exec", tuple(argv), reason=f"{argv[0]!r} not found on PATH")
-    if _is_python_name(os.path.basename(exe)):
+    if is_python_name(os.path.basename(exe)):
         if not is_this_interpreter(exe):
             return Launch("exec", tuple(argv), reason="another Python interpreter")
         return _classify_python_args(argv)
@@ -141,23 +223,20 @@ def classify(argv: list[str]) -> Launch:
 
 
 def _classify_python_args(argv: list[str]) -> Launch:
-    rest = argv[1:]
-    if not rest:
+    if len(argv) < 2:
         return Launch("exec", tuple(argv), reason="interactive interpreter")
-    first = rest[0]
-    if first == "-m" and len(rest) >= 2:
-        return Launch("module", (rest[1], *rest[2:]), module=rest[1])
-    if first.startswith("-m") and len(first) > 2:
-        return Launch("module", (first[2:], *rest[1:]), module=first[2:])
-    if first == "-c" and len(rest) >= 2:
-        return Launch("code", ("-c", *rest[2:]), code=rest[1])
-    if first.startswith("-c") and len(first) > 2:
-        return Launch("code", ("-c", *rest[1:]), code=first[2:])
-    if first.startswith("-"):
+    inv = parse_invocation(argv)
+    if inv.options or inv.via in ("stdin", "interpreter"):
+        first = inv.options[0] if inv.options else argv[1]
         return Launch("exec", tuple(argv), reason=f"interpreter option {first!r}")
-    if os.path.isdir(first):  # a folder or zip with __main__.py: rare, let Python do it
+    if inv.via == "module":
+        return Launch("module", (inv.name, *inv.args), module=inv.name)
+    if inv.via == "code":
+        return Launch("code", ("-c", *inv.args), code=inv.code)
+    path = inv.path or ""
+    if os.path.isdir(path):  # a folder or zip with __main__.py: rare, let Python do it
         return Launch("exec", tuple(argv), reason="directory as script")
-    return Launch("script", tuple(rest), path=first)
+    return Launch("script", (path, *inv.args), path=path)
 
 
 def _fresh_main() -> dict:
