@@ -97,3 +97,33 @@ def test_build_plan_flags_from_environment_and_command_line():
     assert plan.profile_key is None
     plan = build_plan(RunOptions(no_prefetch=True, no_preload=True), _VLLM, env={})
     assert (plan.prefetch, plan.preload) == (False, ())
+
+
+def test_debug_only_for_a_true_value(monkeypatch):
+    from headstart.settings import debug
+
+    monkeypatch.delenv("HEADSTART_DEBUG", raising=False)
+    assert debug() is False
+    for value, shown in (("1", True), ("true", True), ("yes", True), ("0", False),
+                         ("false", False), ("", False), ("maybe", False)):
+        monkeypatch.setenv("HEADSTART_DEBUG", value)
+        assert debug() is shown, value
+
+
+def test_prefetch_command_takes_the_engines_defaults():
+    """``headstart prefetch`` with no option reads as ``headstart.prefetch()`` does."""
+    import argparse
+    import inspect
+
+    from headstart.commands import prefetch as command
+    from headstart.pagecache.engine import prefetch
+    from headstart.settings import PREFETCH_DEFAULTS
+    from headstart.sizes import parse_size
+
+    sub = argparse.ArgumentParser().add_subparsers()
+    args = command.add_parser(sub, "prefetch", "").parse_args(["x"])
+    given = {"workers": args.workers, "block_size": parse_size(args.block_size),
+             "budget": args.budget, "method": args.method}
+    engine = {name: p.default for name, p in inspect.signature(prefetch).parameters.items()
+              if name in given}
+    assert given == engine == PREFETCH_DEFAULTS

@@ -32,7 +32,7 @@ processes see changes.
 ``HEADSTART_AUTO_RECORD``  false: a start with no profile does not record one
 ``HEADSTART_COVERAGE_FILE``  where a replayed start writes its coverage (JSON), e.g. for bench
 ``HEADSTART_PROFILE_WORKERS`` ``LIB,WEIGHTS`` reader threads of an ``engine`` replay
-``HEADSTART_DEBUG``        set (any value): a failing subcommand shows its traceback
+``HEADSTART_DEBUG``        true: a failing subcommand shows its traceback
 =========================  ==========================================================
 
 Hugging Face and ModelScope variables are read with the precedence their own libraries use
@@ -51,6 +51,7 @@ __all__ = [
     "COVERAGE_FILE_ENV",
     "HUBS",
     "HUB_CHOICES",
+    "PREFETCH_DEFAULTS",
     "PREFETCH_METHODS",
     "PROFILE_WORKERS_DEFAULT",
     "REPLAY_DEFAULTS",
@@ -106,8 +107,9 @@ def disabled() -> bool:
 
 
 def debug() -> bool:
-    """``HEADSTART_DEBUG`` set to any non-empty value: subcommands show tracebacks."""
-    return env_str("HEADSTART_DEBUG") is not None
+    """``HEADSTART_DEBUG`` true (``1``, ``true``, ...; ``0`` is false): subcommands show
+    tracebacks."""
+    return bool(env_bool("HEADSTART_DEBUG"))
 
 
 # The hubs a repo id resolves in, and the values of ``--hub`` / ``HEADSTART_HUB``
@@ -173,6 +175,8 @@ def run_env_options(env: Mapping[str, str] | None = None) -> dict[str, object]:
 # of large reads puts every small library read of the imports behind all of it; a shallow
 # queue keeps the imports' reads near the front (benchmarks/design_measurements.md).
 RUN_PREFETCH_DEFAULTS = {"workers": 1, "block_size": 4 * 2**20, "method": "pread"}
+# The page-cache engine's own defaults (headstart.prefetch, ``headstart prefetch``).
+PREFETCH_DEFAULTS = {"workers": 8, "block_size": 16 * 2**20, "budget": "auto", "method": "auto"}
 # How the page-cache engine reads (``auto``: its default), and how a profile is replayed.
 PREFETCH_METHODS = ("auto", "populate", "pread")
 REPLAY_METHODS = ("readahead", "engine")

@@ -27,7 +27,7 @@ import argparse
 import json
 import sys
 
-from headstart.settings import PREFETCH_METHODS
+from headstart.settings import PREFETCH_DEFAULTS, PREFETCH_METHODS
 
 __all__ = ["add_parser", "run"]
 
@@ -37,12 +37,15 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help_text: str
     from headstart.commands._pagecache_common import add_targets_parser
 
     p = add_targets_parser(sub, name, help_text, __doc__, run)
-    p.add_argument("--workers", type=int, default=8, help="reader threads (default 8)")
-    p.add_argument("--block-size", default="16MiB", help="bytes per read (default 16MiB)")
-    p.add_argument("--budget", default="auto",
+    workers, block = PREFETCH_DEFAULTS["workers"], PREFETCH_DEFAULTS["block_size"]
+    p.add_argument("--workers", type=int, default=workers,
+                   help=f"reader threads (default {workers})")
+    p.add_argument("--block-size", default=f"{block >> 20}MiB",
+                   help=f"bytes per read (default {block >> 20}MiB)")
+    p.add_argument("--budget", default=PREFETCH_DEFAULTS["budget"],
                    help="most bytes to make resident: SIZE (2GiB), PCT of available memory "
                         "(25%%), 'auto' (80%% of available, the default) or 'none'")
-    p.add_argument("--method", choices=PREFETCH_METHODS, default="auto",
+    p.add_argument("--method", choices=PREFETCH_METHODS, default=PREFETCH_DEFAULTS["method"],
                    help="how to read (default auto: see headstart.pagecache.engine)")
     p.add_argument("--no-skip-resident", dest="skip_resident", action="store_false",
                    help="read even what is already in the page cache")

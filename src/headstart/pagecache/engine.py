@@ -50,7 +50,7 @@ from headstart.pagecache.pathcheck import check_path as _check_path
 from headstart.pagecache.pathcheck import file_kind as _kind
 from headstart.pagecache.pathcheck import os_reason as _reason
 from headstart.pagecache.ranges import Range, Readable, expand_paths, to_ranges
-from headstart.settings import PREFETCH_METHODS
+from headstart.settings import PREFETCH_DEFAULTS, PREFETCH_METHODS
 
 __all__ = ["DEFAULT_METHOD", "Prefetch", "PrefetchStats", "prefetch"]
 
@@ -630,12 +630,12 @@ def _pick_method(method: str) -> str:
 def prefetch(
     what: Readable,
     *,
-    workers: int = 8,
-    block_size: int = 16 * 2**20,
-    budget: int | float | str | None = "auto",
+    workers: int = PREFETCH_DEFAULTS["workers"],
+    block_size: int = PREFETCH_DEFAULTS["block_size"],
+    budget: int | float | str | None = PREFETCH_DEFAULTS["budget"],
     skip_resident: bool = True,
     progress: Callable[[PrefetchStats], Any] | None = None,
-    method: str = "auto",
+    method: str = PREFETCH_DEFAULTS["method"],
 ) -> Prefetch:
     """Start reading ``what`` into the page cache in the background; returns at once.
 
