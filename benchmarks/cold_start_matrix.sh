@@ -3,12 +3,13 @@
 # 2 GB model, baseline against `headstart run`, every cell a `headstart bench` (3 runs per
 # cell, interleaved, cold = model and Python environment evicted). As root (disk throttle).
 #
-#   bash benchmarks/cold_start_matrix.sh [OUT]          # about 50 minutes on 2 cores
+#   bash benchmarks/cold_start_matrix.sh [OUT]          # about 75 minutes on 2 cores
 #
 # 1. a first start with no profile (a fresh HEADSTART_CACHE every run; with and without the
 #    recording it makes), 2. recording R1 made by `headstart run` itself, benched at 150 MB/s,
-#    300 MB/s, 1 GB/s and unthrottled, 3. recordings R2 and R3 by `headstart record`, 300 MB/s,
-#    4. two more checkpoint layouts (transformers' save_pretrained; every shard's tensors in
+#    300 MB/s, 1 GB/s and unthrottled, and warm with 8 runs per variant, 3. recordings R2 and
+#    R3 by `headstart record`, at the same four speeds (cold,warm at 300 MB/s, cold at the
+#    others), 4. two more checkpoint layouts (transformers' save_pretrained; every shard's tensors in
 #    reverse order), each recorded by `headstart run`, 300 MB/s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -57,10 +58,14 @@ bench first-start "$M" 300MB cold \
   --variant "first-norecord=sh -c 'HEADSTART_AUTO_RECORD=0 HEADSTART_CACHE=\$(mktemp -d) exec $PY -m headstart run -- $(serve "$M")'"
 
 for bps in 150MB 1GB none; do bench "R1-$bps" "$M" "$bps" cold,warm; done
+bench warm-8 "$M" none warm --runs 8                 # warm: median of 8 runs each
 for r in R2 R3; do
   fresh_profile "$M"
   headstart record --ready-request "$URL" "$(body "$M")" -- $(serve "$M") | grep -E 'ready after|bytes'
   bench "$r-300MB" "$M" 300MB cold,warm
+  # warm does not depend on the throttle (nothing is read): the 300 MB/s cell's warm is the
+  # limit of these cold-only cells too
+  for bps in 150MB 1GB none; do bench "$r-$bps" "$M" "$bps" cold; done
 done
 
 for layout in save_pretrained reversed; do
