@@ -291,3 +291,19 @@ def test_cachestat_runs_agree_with_mincore_at_chunk_granularity(tmp_path):
     finally:
         os.close(fd)
     assert resident_runs(path) == [(65536 + 8192, 4096), (MiB, 3 * 65536)]
+
+
+def test_record_keeps_its_logs_only_when_no_profile_was_written(tmp_path, monkeypatch):
+    # `headstart record` without --out logs into a temporary folder: removed once a profile
+    # is written, kept (and named) when the target never got ready
+    monkeypatch.setenv("HEADSTART_CACHE", str(tmp_path / "cache"))
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {"TMPDIR": str(tmp)}
+    hs("record", "--until-exit", "--no-evict-env", "--", sys.executable, "-c", "pass", env=env)
+    assert list(tmp.glob("headstart-record-*")) == []
+    out = hs("record", "--until-exit", "--no-evict-env", "--", sys.executable, "-c",
+             "import sys; print('said'); sys.exit(3)", env=env, rc=1)
+    [kept] = list(tmp.glob("headstart-record-*"))
+    assert str(kept) in out.stderr
+    assert "said" in (kept / "stdout.log").read_text()

@@ -48,7 +48,9 @@ def add_parser(sub, name: str, help_text: str) -> argparse.ArgumentParser:
                         "target touched")
     p.add_argument("--mechanism", choices=["auto", "fanotify", "maps"], default="auto",
                    help="how the file order is recorded (default: fanotify as root)")
-    p.add_argument("--out", metavar="DIR", help="keep the run's stdout/stderr here")
+    p.add_argument("--out", metavar="DIR",
+                   help="keep the run's stdout/stderr here (default: a temporary folder, "
+                   "removed when a profile was written, kept and named when not)")
     p.add_argument("--json", action="store_true", help="print the profile's summary as JSON")
     add_command_args(p, "the command, after --")
     p.set_defaults(func=run)
@@ -84,6 +86,10 @@ def run(args: argparse.Namespace) -> int:
     for note in rec.notes:
         if args.verbose:
             _say(note)
+    if rec.profile is not None and args.out is None:  # the logs of a good start: litter
+        import shutil
+
+        shutil.rmtree(run_dir, ignore_errors=True)
     if rec.profile is None:
         r = rec.run
         _say(f"the target was not ready ({getattr(r, 'reason', '')}); no profile written; "
