@@ -23,10 +23,10 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 PYTHONS = pytest.mark.parametrize("python", supported_pythons(), ids=python_id)
 
 
-def _run(python: str, code: str, tmp_path: Path) -> dict:
+def _run(python: str, code: str, tmp_path: Path, flags: tuple[str, ...] = ()) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     env["PYTHONPATH"] = os.pathsep.join([str(SRC), str(tmp_path)])
-    out = subprocess.run([python, "-c", textwrap.dedent(code)], env=env, cwd=tmp_path,
+    out = subprocess.run([python, *flags, "-c", textwrap.dedent(code)], env=env, cwd=tmp_path,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -163,3 +163,96 @@ def test_run_module_as_main_is_python_dash_m(python, tmp_path):
         _cpython.run_module_as_main("target_mod")
     """, tmp_path)
     assert r == {"name": "__main__", "argv0": str(tmp_path / "target_mod.py"), "main": True}
+
+
+# --- what the zygote relies on ---------------------------------------------------------------
+
+
+@PYTHONS
+def test_exit_steps_and_interpreter_flags(python, tmp_path):
+    r = _run(python, """
+        import atexit, json, threading, time
+        from headstart import _cpython
+        ran = []
+        atexit.register(ran.append, "inherited")
+        _cpython.clear_exit_handlers()
+        atexit.register(ran.append, "first")
+        atexit.register(ran.append, "second")
+        done = []
+        threading.Thread(target=lambda: (time.sleep(0.3), done.append(1))).start()
+        _cpython.join_non_daemon_threads()
+        joined = done == [1]
+        _cpython.run_exit_handlers()
+        print(json.dumps({"ran": ran, "joined": joined,
+                          "flags": _cpython.interpreter_flags()}))
+    """, tmp_path, flags=("-O", "-W", "ignore"))
+    assert r == {"ran": ["second", "first"], "joined": True, "flags": ["-O", "-Wignore"]}
+
+
+@PYTHONS
+def test_spawn_popen_launched_by_hand(python, tmp_path):
+    """A spawn child started as the zygote starts one: spawn's payload written to a forked
+    copy that enters through spawn_main; the handle adopted, its exit code from our poll."""
+    (tmp_path / "mp_target.py").write_text(
+        "import sys\ndef work(path):\n    open(path, 'w').write('ran')\n    sys.exit(3)\n")
+    r = _run(python, """
+        import importlib, json, multiprocessing, os, sys
+        from headstart import _cpython
+        import mp_target
+        module = importlib.import_module(_cpython.SPAWN_POPEN_MODULE)
+        seen = {}
+
+        class Status:
+            def __init__(self, pid):
+                self.pid = pid
+            def code(self, block):
+                pid, status = os.waitpid(self.pid, 0 if block else os.WNOHANG)
+                return os.waitstatus_to_exitcode(status) if pid else None
+
+        def launch(popen, process_obj, spawn_launch):
+            if process_obj.name == "real":
+                spawn_launch(process_obj)
+                return
+            fds_before = list(_cpython.popen_fds(popen))
+            tracker_fd, payload = _cpython.spawn_payload(popen, process_obj)
+            seen["tracker_fd_passed"] = _cpython.popen_fds(popen) == [*fds_before, tracker_fd]
+            r, w = os.pipe()
+            sentinel_r, sentinel_w = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                os.close(w); os.close(sentinel_r)
+                sys.argv[:] = ["-c", "--multiprocessing-fork"]
+                code = 1
+                try:
+                    _cpython.spawn_main(r, tracker_fd)
+                except SystemExit as exc:
+                    code = exc.code if isinstance(exc.code, int) else 1
+                finally:
+                    os._exit(code)
+            os.close(r); os.close(sentinel_w)
+            popen.status = Status(pid)
+            _cpython.adopt_child(popen, pid, sentinel_r, os.close, (sentinel_r,))
+            with open(w, "wb") as f:
+                f.write(payload)
+
+        Popen = _cpython.spawn_popen_subclass(module.Popen, launch,
+                                              lambda p: getattr(p, "status", None))
+        module.Popen = Popen  # as the zygote patches it: spawn's Process looks it up here
+        out = {}
+        for name in ("by-hand", "real"):
+            p = multiprocessing.get_context("spawn").Process(
+                target=mp_target.work, args=(name + ".txt",), name=name)
+            p.start(); p.join(30)
+            out[name] = [p.exitcode, open(name + ".txt").read()]
+        print(json.dumps({**out, **seen,
+                          "executable": _cpython.spawn_executable() == sys.executable}))
+    """, tmp_path)
+    assert r == {"by-hand": [3, "ran"], "real": [3, "ran"], "tracker_fd_passed": True,
+                 "executable": True}
+
+
+def test_zygote_spells_the_spawn_module_as_cpython_does():
+    from headstart import _cpython
+    from headstart.procs import zygote
+
+    assert zygote._SPAWN_MODULE == _cpython.SPAWN_POPEN_MODULE

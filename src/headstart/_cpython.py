@@ -25,15 +25,36 @@ forkserver tests exercise the same calls end to end on the same interpreters.
   preload list is set, and the original fixes the global start method as a side effect.
 * ``runpy._run_module_as_main`` (:func:`run_module_as_main`): what ``python -m`` calls.
 
+The zygote (``procs/zygote.py``, ``_zygote_server.py``, ``_zygote_popen.py``,
+``_zygote_candidates.py``) stands in for an interpreter's start and end, and for spawn's
+``Popen``:
+
+* ``threading._shutdown`` and ``atexit._run_exitfuncs`` (:func:`join_non_daemon_threads`,
+  :func:`run_exit_handlers`): what the interpreter does at exit, in that order, for a child
+  that ends with ``os._exit``; ``atexit._clear`` (:func:`clear_exit_handlers`) for a fork
+  whose inherited handlers are not its own.
+* ``subprocess._args_from_interpreter_flags`` (:func:`interpreter_flags`): the ``-X``/``-W``
+  and other options that start an interpreter as this one was started.
+* ``multiprocessing.popen_spawn_posix`` (:data:`SPAWN_POPEN_MODULE`) and its ``Popen``:
+  ``__init__`` calls ``_launch(process_obj)``, which appends the resource tracker's fd to
+  ``_fds``, pickles ``spawn.get_preparation_data(process_obj._name)`` and the process object
+  under ``context.set_spawning_popen``, and sets ``pid``, ``sentinel`` and ``finalizer``;
+  ``poll(flag)`` sets ``returncode`` (:func:`spawn_popen_subclass`, :func:`spawn_payload`,
+  :func:`popen_fds`, :func:`set_popen_fds`, :func:`adopt_child`). ``spawn.spawn_main`` and
+  ``spawn.get_executable`` (:func:`spawn_main`, :func:`spawn_executable`): a spawned child's
+  entry (``-c ... --multiprocessing-fork``) and the interpreter spawn starts.
+
 Where an internal is missing, a function degrades as its docstring says (no wait-for edges,
 no native id, no preload list) instead of raising, unless it says otherwise. Importing this
-module imports nothing beyond ``sys``, ``threading`` and ``contextlib``; ``multiprocessing``
-and ``runpy`` are imported by the functions that need them.
+module imports nothing beyond ``os``, ``sys``, ``threading`` and ``contextlib``;
+``multiprocessing``, ``atexit``, ``subprocess`` and ``runpy`` are imported by the functions that
+need them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import threading
 
@@ -50,18 +71,30 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GCD_IMPORT",
+    "SPAWN_POPEN_MODULE",
     "VERIFIED_ON",
+    "adopt_child",
     "blocking_on",
     "caller_frame",
+    "clear_exit_handlers",
     "current_frames",
     "forkserver_pid",
     "forkserver_preload",
     "inheriting",
+    "interpreter_flags",
+    "join_non_daemon_threads",
     "lock_owner",
     "native_id",
+    "popen_fds",
     "preparation_data_for_this_thread",
     "resolve_name",
+    "run_exit_handlers",
     "run_module_as_main",
+    "set_popen_fds",
+    "spawn_executable",
+    "spawn_main",
+    "spawn_payload",
+    "spawn_popen_subclass",
 ]
 
 VERIFIED_ON = ("3.10.13", "3.11.7", "3.12.1", "3.13.0")
@@ -168,3 +201,118 @@ def run_module_as_main(module: str) -> None:
     import runpy
 
     runpy._run_module_as_main(module, alter_argv=True)  # type: ignore[attr-defined]
+
+
+# --- the interpreter's exit, for a process that leaves with os._exit --------------------------
+
+
+def clear_exit_handlers() -> None:
+    """Drop every ``atexit`` handler registered so far (a fork's inherited ones)."""
+    import atexit
+
+    atexit._clear()  # type: ignore[attr-defined]
+
+
+def run_exit_handlers() -> None:
+    """Run the ``atexit`` handlers as the interpreter does at exit (last registered first)."""
+    import atexit
+
+    atexit._run_exitfuncs()  # type: ignore[attr-defined]
+
+
+def join_non_daemon_threads() -> None:
+    """Wait for the non-daemon threads, as the interpreter does before ``atexit``."""
+    threading._shutdown()  # type: ignore[attr-defined]
+
+
+def interpreter_flags() -> list[str]:
+    """The command-line options (``-X``, ``-W``, ``-O``, ...) that start a Python as this one
+    was started, as ``subprocess`` and ``multiprocessing`` pass them on."""
+    import subprocess
+
+    return list(subprocess._args_from_interpreter_flags())  # type: ignore[attr-defined]
+
+
+# --- multiprocessing's spawn: its Popen and a spawned child's entry ---------------------------
+
+SPAWN_POPEN_MODULE = "multiprocessing.popen_spawn_posix"
+
+
+def spawn_popen_subclass(base: type, launch: Callable[[Any, Any, Callable[[Any], None]], None],
+                         child_status: Callable[[Any], Any]) -> type:
+    """A subclass of spawn's ``Popen`` (``base``, from :data:`SPAWN_POPEN_MODULE`).
+
+    Its ``__init__`` calls ``launch(popen, process_obj, spawn_launch)`` where spawn's own
+    ``_launch`` would run (``spawn_launch(process_obj)`` runs that). ``poll`` asks
+    ``child_status(popen)`` first: None leaves it to spawn's ``poll``; otherwise an object
+    whose ``code(block)`` gives the exit code (None: still running).
+    """
+
+    class Popen(base):  # type: ignore[misc, valid-type]
+        def _launch(self, process_obj: Any) -> None:
+            launch(self, process_obj, lambda obj: base._launch(self, obj))  # type: ignore[attr-defined]
+
+        def poll(self, flag: int = os.WNOHANG) -> int | None:
+            status = child_status(self)
+            if status is None:
+                return base.poll(self, flag)  # type: ignore[attr-defined, no-any-return]
+            if self.returncode is None:
+                self.returncode = status.code(block=flag == 0)
+            return self.returncode  # type: ignore[no-any-return]
+
+    return Popen
+
+
+def popen_fds(popen: Any) -> list[int]:
+    """The descriptors spawn's ``Popen`` passes to the child (the live list)."""
+    return popen._fds  # type: ignore[no-any-return]
+
+
+def set_popen_fds(popen: Any, fds: list[int]) -> None:
+    popen._fds = fds
+
+
+def spawn_payload(popen: Any, process_obj: Any) -> tuple[int, bytes]:
+    """What spawn's ``_launch`` sends a child: ``(resource tracker fd, pickled preparation
+    data + process object)``; the tracker fd is added to :func:`popen_fds`, as spawn does."""
+    import io
+    from multiprocessing import resource_tracker, spawn
+    from multiprocessing.context import reduction, set_spawning_popen  # type: ignore[attr-defined]
+
+    tracker_fd = resource_tracker.getfd()  # type: ignore[attr-defined]
+    popen._fds.append(tracker_fd)
+    prep_data = spawn.get_preparation_data(process_obj._name)
+    fp = io.BytesIO()
+    set_spawning_popen(popen)
+    try:
+        reduction.dump(prep_data, fp)
+        reduction.dump(process_obj, fp)
+    finally:
+        set_spawning_popen(None)
+    return tracker_fd, fp.getvalue()
+
+
+def adopt_child(popen: Any, pid: int, sentinel: int, close: Callable[..., None],
+                args: tuple[Any, ...]) -> None:
+    """Make ``popen`` the handle of child ``pid``, as spawn's ``_launch`` ends: its
+    ``sentinel`` and a finalizer calling ``close(*args)`` when the handle goes."""
+    from multiprocessing import util
+
+    popen.pid = pid
+    popen.sentinel = sentinel
+    popen.finalizer = util.Finalize(popen, close, args)
+
+
+def spawn_main(pipe_handle: int, tracker_fd: int) -> None:
+    """A spawned child's entry, as ``python -c '...spawn_main(...)' --multiprocessing-fork``
+    runs it (``sys.argv`` and ``__main__`` set by the caller)."""
+    from multiprocessing import spawn
+
+    spawn.spawn_main(pipe_handle, tracker_fd=tracker_fd)  # type: ignore[call-arg]
+
+
+def spawn_executable() -> str:
+    """The interpreter spawn starts children with (``multiprocessing.set_executable``)."""
+    from multiprocessing import spawn
+
+    return os.fsdecode(spawn.get_executable())  # type: ignore[attr-defined]

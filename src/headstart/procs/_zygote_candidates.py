@@ -21,6 +21,7 @@ import socket
 import sys
 from typing import Any
 
+from headstart import _cpython
 from headstart.procs import _zygote_server as server
 
 __all__ = ["Candidate", "exec_main", "learn", "learned", "start_candidate"]
@@ -125,7 +126,7 @@ def _exec_zygote(state: server.ZygoteState, env: dict[str, str | None]) -> socke
     code = "from headstart.procs._zygote_candidates import exec_main; exec_main()"
     try:
         subprocess.Popen(
-            [sys.executable, *subprocess._args_from_interpreter_flags(), "-c", code,  # type: ignore[attr-defined]
+            [sys.executable, *_cpython.interpreter_flags(), "-c", code,
              str(theirs.fileno()), json.dumps(config)],
             pass_fds=[theirs.fileno()], env=child_env, stdin=subprocess.DEVNULL)
     except OSError:

@@ -9,13 +9,13 @@ which is the zygote's child: its exit status arrives on a status socket instead 
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import signal
 import time
 from collections.abc import Callable
 from typing import Any
 
+from headstart import _cpython
 from headstart.trace import tracer
 
 __all__ = ["make_popen"]
@@ -24,39 +24,32 @@ __all__ = ["make_popen"]
 def make_popen(base: type, get_zygote: Callable[[], Any]) -> type:
     """A subclass of spawn's ``Popen`` (``base``) that asks ``get_zygote()`` first."""
 
-    class Popen(base):  # type: ignore[misc, valid-type]
-        _headstart_zygote = True
+    def launch(popen: Any, process_obj: Any, spawn_launch: Callable[[Any], None]) -> None:
+        popen._zygote_status = None
+        zygote = get_zygote()
+        t0 = time.perf_counter()
+        why = "no zygote in this process" if zygote is None else _refusal(zygote)
+        if why is None:
+            fds = list(_cpython.popen_fds(popen))
+            try:
+                _launch_from(popen, process_obj, zygote)
+                zygote.forks += 1
+                _note(zygote, process_obj, popen.pid, None, t0)
+                return
+            except Exception as exc:
+                _cpython.set_popen_fds(popen, fds)
+                popen._zygote_status = None
+                why = f"{type(exc).__name__}: {exc}"
+        if zygote is not None:
+            zygote.fallbacks.append(why)
+        spawn_launch(process_obj)
+        if zygote is not None:
+            _note(zygote, process_obj, popen.pid, why, t0)
 
-        def _launch(self, process_obj: Any) -> None:
-            self._zygote_status = None
-            zygote = get_zygote()
-            t0 = time.perf_counter()
-            why = "no zygote in this process" if zygote is None else _refusal(zygote)
-            if why is None:
-                fds = list(self._fds)
-                try:
-                    _launch_from(self, process_obj, zygote)
-                    zygote.forks += 1
-                    _note(zygote, process_obj, self.pid, None, t0)
-                    return
-                except Exception as exc:
-                    self._fds = fds
-                    self._zygote_status = None
-                    why = f"{type(exc).__name__}: {exc}"
-            if zygote is not None:
-                zygote.fallbacks.append(why)
-            super()._launch(process_obj)
-            if zygote is not None:
-                _note(zygote, process_obj, self.pid, why, t0)
-
-        def poll(self, flag: int = os.WNOHANG) -> int | None:
-            if self._zygote_status is None:
-                return super().poll(flag)
-            if self.returncode is None:
-                self.returncode = self._zygote_status.code(block=flag == 0)
-            return self.returncode
-
-    return Popen
+    popen = _cpython.spawn_popen_subclass(
+        base, launch, lambda p: getattr(p, "_zygote_status", None))
+    popen._headstart_zygote = True  # type: ignore[attr-defined]
+    return popen
 
 
 def _refusal(zygote: Any) -> str | None:
@@ -87,23 +80,11 @@ def _note(zygote: Any, process_obj: Any, pid: int | None, why: str | None, t0: f
 
 def _launch_from(popen: Any, process_obj: Any, zygote: Any) -> None:
     """spawn's ``_launch``, with the zygote forking instead of ``spawnv_passfds``."""
-    from multiprocessing import resource_tracker, spawn, util
-    from multiprocessing.context import reduction, set_spawning_popen
-
-    tracker_fd = resource_tracker.getfd()
-    popen._fds.append(tracker_fd)
-    prep_data = spawn.get_preparation_data(process_obj._name)
-    fp = io.BytesIO()
-    set_spawning_popen(popen)
-    try:
-        reduction.dump(prep_data, fp)
-        reduction.dump(process_obj, fp)
-    finally:
-        set_spawning_popen(None)
+    tracker_fd, payload = _cpython.spawn_payload(popen, process_obj)
     parent_r, child_w = os.pipe()
     child_r, parent_w = os.pipe()
     try:
-        passed = list(dict.fromkeys([*popen._fds, child_r, child_w]))
+        passed = list(dict.fromkeys([*_cpython.popen_fds(popen), child_r, child_w]))
         stdio = [fd for fd in (0, 1, 2) if _is_open(fd)]
         if len(passed) + len(stdio) > 60:
             raise OSError(f"{len(passed)} descriptors to pass")
@@ -115,12 +96,10 @@ def _launch_from(popen: Any, process_obj: Any, zygote: Any) -> None:
         raise
     os.close(child_r)
     os.close(child_w)
-    popen.pid = pid
-    popen.sentinel = parent_r
     popen._zygote_status = _Status(status, pid)
-    popen.finalizer = util.Finalize(popen, _close, (parent_r, parent_w, popen._zygote_status))
+    _cpython.adopt_child(popen, pid, parent_r, _close, (parent_r, parent_w, popen._zygote_status))
     with open(parent_w, "wb", closefd=False) as f:
-        f.write(fp.getbuffer())
+        f.write(payload)
 
 
 def _close(parent_r: int, parent_w: int, status: _Status) -> None:

@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from headstart import _cpython
 from headstart.procs.zygote import IMPORT_TIME_PREFIXES
 from headstart.trace import tracer
 
@@ -137,9 +138,7 @@ def _die_with(parent: int) -> None:
 
 def _detach_from_target(ctl: socket.socket) -> None:
     """Drop what the zygote inherited from the target's entry and must not act on."""
-    import atexit
-
-    atexit._clear()  # the target's exit handlers (its trace writer) are not ours
+    _cpython.clear_exit_handlers()  # the target's exit handlers (its trace writer) are not ours
     signal.pthread_sigmask(signal.SIG_BLOCK, [getattr(signal, n) for n in _BLOCKED])
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     keep = {0, 1, 2, ctl.fileno()}
@@ -245,7 +244,7 @@ class _EnvReads:
                     raise
                 finally:
                     if (isinstance(key, str) and key not in reads
-                            and not _walking(sys._getframe(1).f_code)):
+                            and not _walking(_cpython.caller_frame(1).f_code)):
                         reads[key] = value
                 return value
 
@@ -583,14 +582,13 @@ def _replay_output(state: ZygoteState) -> None:
 
 def _spawn_main(request: dict[str, Any]) -> int:
     import types
-    from multiprocessing import spawn
 
     main = types.ModuleType("__main__")  # what `python -c` runs in, before spawn's prepare
     main.__dict__["__builtins__"] = __builtins__
     sys.modules["__main__"] = main
     sys.argv[:] = ["-c", "--multiprocessing-fork", f"tracker_fd={request['tracker_fd']}",
                    f"pipe_handle={request['pipe_handle']}"]
-    spawn.spawn_main(request["pipe_handle"], tracker_fd=request["tracker_fd"])
+    _cpython.spawn_main(request["pipe_handle"], tracker_fd=request["tracker_fd"])
     return 0
 
 
@@ -607,17 +605,9 @@ def _exit_status(exc: SystemExit) -> int:
 
 def _interpreter_exit(code: int) -> None:
     """What the interpreter does when ``spawn_main`` raises SystemExit, then leave."""
-    try:
-        import threading
-
-        threading._shutdown()  # type: ignore[attr-defined]
-    except BaseException:
-        pass
-    try:
-        import atexit
-
-        atexit._run_exitfuncs()
-    except BaseException:
-        pass
+    with contextlib.suppress(BaseException):
+        _cpython.join_non_daemon_threads()
+    with contextlib.suppress(BaseException):
+        _cpython.run_exit_handlers()
     _flush()
     os._exit(code)

@@ -96,10 +96,11 @@ class Zygote:
         ready = self._await_ready()
         if ready is None:
             return self.refused or self.late
-        from multiprocessing import spawn
+        from headstart import _cpython
 
-        if not _same_interpreter(os.fsdecode(spawn.get_executable()), ready["executable"]):
-            return f"spawn's executable is {os.fsdecode(spawn.get_executable())}"
+        executable = _cpython.spawn_executable()
+        if not _same_interpreter(executable, ready["executable"]):
+            return f"spawn's executable is {executable}"
         changed = env_changes(ready)
         if changed:
             self._learn(changed)
@@ -341,6 +342,8 @@ def _forget_in_fork() -> None:
             z.sock.close()
 
 
+# = _cpython.SPAWN_POPEN_MODULE (pinned by a test): spelled here, as importing _cpython at the
+# target's entry is not needed for a string
 _SPAWN_MODULE = "multiprocessing.popen_spawn_posix"
 
 
