@@ -408,3 +408,42 @@ def test_report_shows_each_replayed_start_coverage(tmp_path):
     assert "Replay coverage" in text
     assert "| cold | headstart | 3 | 90 % | 2000 MB | 200 MB | 0 MB | 0 MB | 0.50 s |" in text
     assert "| cold | baseline | 1 |" not in text  # a baseline has nothing to report
+
+
+def test_command_args_from_values_equal_the_parsed_command_line():
+    """`headstart demo` hands bench and record values, not a command line to re-parse: the
+    arguments are the ones the command line would give."""
+    from headstart.cli import build_parser
+    from headstart.commands import bench, record
+    from headstart.commands._readiness import command_args
+
+    given = command_args(bench.add_parser, ready_request=["http://h/x", "{}"], model="m",
+                         runs=2, modes="cold", timeout=5.0, out="o", no_plot=True,
+                         verbose=1, variant=["x=y"], cmd=["srv", "a"])
+    parsed = build_parser("bench").parse_args(
+        ["bench", "--ready-request", "http://h/x", "{}", "--model", "m", "--runs", "2",
+         "--modes", "cold", "--timeout", "5", "--out", "o", "--no-plot", "-v",
+         "--variant", "x=y", "--", "srv", "a"])
+    assert parsed.cmd == ["--", "srv", "a"]  # target_command drops the "--"
+    assert {**vars(given), "cmd": ["--", "srv", "a"]} == {
+        k: v for k, v in vars(parsed).items() if k != "command"}
+    rec = command_args(record.add_parser, ready_request=["http://h/x", "{}"], cmd=["srv"])
+    assert (rec.ready_request, rec.until_exit, rec.model, rec.func) == (
+        ["http://h/x", "{}"], False, None, record.run)
+    with pytest.raises(TypeError, match="not_an_option"):
+        command_args(record.add_parser, not_an_option=1)
+
+
+def test_target_environ_adds_only_for_the_target(monkeypatch):
+    import argparse
+    import os
+
+    from headstart.commands._readiness import target_environ
+
+    monkeypatch.delenv("PYTHONUNBUFFERED", raising=False)
+    before = dict(os.environ)
+    assert target_environ(argparse.Namespace(target_env={}), unbuffered=False) is None
+    env = target_environ(argparse.Namespace(target_env={"HF_HUB_OFFLINE": "1"}),
+                         unbuffered=True)
+    assert env == {**before, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    assert dict(os.environ) == before

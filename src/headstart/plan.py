@@ -10,14 +10,14 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from headstart._record import Record
+from headstart._struct import Struct
 from headstart.procs.launch import Launch, classify
 from headstart.settings import run_env_options
 
 __all__ = ["RunOptions", "StartupPlan", "build_plan"]
 
 
-class RunOptions(Record):
+class RunOptions(Struct):
     """``headstart run`` options; ``None`` means "not given" (env, then the adapter, decide)."""
 
     model: str | None
@@ -39,8 +39,8 @@ class RunOptions(Record):
               ("zygote", None))
 
 
-class StartupPlan(Record):
-    """Everything ``headstart run`` decided for one command (a Record, not a dataclass:
+class StartupPlan(Struct):
+    """Everything ``headstart run`` decided for one command (a Struct, not a dataclass:
     ``dataclasses`` costs milliseconds on the hot path)."""
 
     argv: list[str]

@@ -18,7 +18,7 @@ import contextlib
 import os
 import threading
 
-from headstart._record import Record
+from headstart._struct import Struct
 from headstart.trace import tracer
 
 TYPE_CHECKING = False  # `typing` and `logging` cost milliseconds on the hot path
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from headstart.plan import StartupPlan
 
-__all__ = ["Started", "start_background", "start_detached_prefetch"]
+__all__ = ["Started", "profile_exists", "start_background", "start_detached_prefetch"]
 
 
 
@@ -38,7 +38,7 @@ def _log(msg: str, *args: object) -> None:
     logging.getLogger(__name__).info(msg, *args)
 
 
-class Started(Record):
+class Started(Struct):
     """Handles of what was started (for tests and ``--verbose``)."""
 
     preload: Any
@@ -52,7 +52,7 @@ class Started(Record):
               ("prefetch_thread", None), ("prefetches", []), ("errors", []))
 
 
-def _record(started: Started, what: str, exc: BaseException) -> None:
+def _note_failure(started: Started, what: str, exc: BaseException) -> None:
     msg = f"{what} failed: {type(exc).__name__}: {exc}"
     started.errors.append(msg)
     _log("%s", msg)
@@ -67,7 +67,7 @@ def start_background(plan: StartupPlan) -> Started:
     # profile meanwhile, unless that is off). From a helper process both stand back while
     # the target reads; a thread of ours could not tell its reads from the target's.
     helper_reads = plan.prefetch or (bool(plan.profile_key)
-                                     and _profile_exists(plan.profile_key))
+                                     and profile_exists(plan.profile_key))
     if helper_reads:
         # A startup profile is replayed by a helper process, started before any thread of
         # ours: thousands of small library reads from a thread of this process would wait
@@ -89,7 +89,7 @@ def start_background(plan: StartupPlan) -> Started:
             tracer.instant("profile replay", cat="prefetch", key=plan.profile_key,
                            where="helper process")
         except Exception as exc:
-            _record(started, "profile replay", exc)
+            _note_failure(started, "profile replay", exc)
     if plan.zygote:
         _start_zygote(plan, started)  # before any thread of ours: it forks
     if plan.preload:
@@ -99,7 +99,7 @@ def start_background(plan: StartupPlan) -> Started:
             started.preload = preload(list(plan.preload), on_done=(
                 (lambda: _signal_imports_done(imports_w)) if replaying else None))
         except Exception as exc:
-            _record(started, "preload", exc)
+            _note_failure(started, "preload", exc)
     if replaying and started.preload is None:
         _signal_imports_done(imports_w)  # nothing to wait for: full speed
     if plan.forkserver:
@@ -117,12 +117,12 @@ def start_background(plan: StartupPlan) -> Started:
                 list(plan.preload), start_method_env=plan.start_method_env,
                 environ=plan.forkserver_env)
         except Exception as exc:
-            _record(started, "forkserver prewarm", exc)
+            _note_failure(started, "forkserver prewarm", exc)
     if (plan.prefetch or helper_reads) and not replaying:
         try:
             _start_prefetch_thread(plan, started)
         except Exception as exc:
-            _record(started, "prefetch", exc)
+            _note_failure(started, "prefetch", exc)
     return started
 
 
@@ -139,9 +139,9 @@ def _start_zygote(plan: StartupPlan, started: Started) -> None:
             wait=float(opts["wait"]), levels=int(opts["levels"]),
             learn_path=zygote_lessons(plan.profile_key or plan.argv))
         if started.zygote is None:
-            _record(started, "zygote", RuntimeError("threads already running"))
+            _note_failure(started, "zygote", RuntimeError("threads already running"))
     except Exception as exc:
-        _record(started, "zygote", exc)
+        _note_failure(started, "zygote", exc)
 
 
 def _signal_imports_done(fd: int) -> None:
@@ -165,7 +165,7 @@ def _start_prefetch_thread(plan: StartupPlan, started: Started) -> None:
     def work() -> None:
         where = {"cache_dir": plan.cache_dir, "hub": plan.hub,
                  "on_handle": started.prefetches.append,
-                 "on_error": lambda what, exc: _record(started, f"prefetch of {what}", exc)}
+                 "on_error": lambda what, exc: _note_failure(started, f"prefetch of {what}", exc)}
         if plan.profile_key and replay_profile(plan.profile_key, refs, **where):
             return  # the profile covered the model too: no whole-file plan
         prefetch_refs(refs, **where)
@@ -175,7 +175,7 @@ def _start_prefetch_thread(plan: StartupPlan, started: Started) -> None:
     started.prefetch_thread = thread
 
 
-def _records(plan: StartupPlan) -> bool:
+def _records_profile(plan: StartupPlan) -> bool:
     """Whether a start without a profile records one (its helper decides when, see
     ``prefetch_helper``): a target with a model, unless ``HEADSTART_AUTO_RECORD=0``."""
     from headstart.settings import auto_record
@@ -191,8 +191,9 @@ def _identity(plan: StartupPlan) -> dict | None:
     return profile_key(plan)[1]
 
 
-def _profile_exists(key: str) -> bool:
-    """One stat in the calling thread; the profile is read and checked by the helper."""
+def profile_exists(key: str) -> bool:
+    """Whether a startup profile is stored under ``key``: one stat in the calling thread (the
+    helper reads and checks it)."""
     from headstart.profiles.key import profile_file
 
     try:
@@ -221,7 +222,7 @@ def start_detached_prefetch(plan: StartupPlan, *, exec_helper: bool = True,
     spec = {"refs": [(plan.model, plan.revision), *plan.extra_refs] if plan.prefetch else [],
             "cache_dir": plan.cache_dir, "hub": plan.hub, "parent": os.getpid(),
             "profile": plan.profile_key, "imports_fd": imports_fd,
-            "verbose": bool(plan.verbose), "record": _records(plan),
+            "verbose": bool(plan.verbose), "record": _records_profile(plan),
             "identity": _identity(plan), "command": list(plan.argv),
             # the same file: each writer merges what the other wrote (see trace.py)
             "trace": os.path.abspath(plan.trace) if plan.trace else None}

@@ -1,6 +1,6 @@
 """Timestamped events of everything headstart does, exportable as Chrome trace JSON.
 
-Recording is always on and cheap (a lock and a list append per event): the CLI writes the
+Tracing is always on and cheap (a lock and a list append per event): the CLI writes the
 file only when ``--trace FILE`` asks. Open the file in https://ui.perfetto.dev or
 chrome://tracing.
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from headstart._record import Record
+from headstart._struct import Struct
 from headstart.settings import HUBS
 
 __all__ = ["HUBS", "Hub", "TargetFacts"]
@@ -11,7 +11,7 @@ __all__ = ["HUBS", "Hub", "TargetFacts"]
 Hub = str  # one of HUBS
 
 
-class TargetFacts(Record):
+class TargetFacts(Struct):
     """Facts about one target command. Pure data: no I/O happened to produce most of it.
 
     ``model`` / ``tokenizer`` are references as the target will resolve them (a local path or a

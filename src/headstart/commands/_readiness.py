@@ -8,7 +8,7 @@ import argparse
 from headstart.settings import HUB_CHOICES
 
 __all__ = ["READY_USAGE", "add_cold_options", "add_command_args", "add_ready_options",
-           "probe_from", "target_command"]
+           "command_args", "probe_from", "target_command", "target_environ"]
 
 READY_USAGE = "(--ready-url URL | --ready-request URL JSON | --ready-log REGEX | --until-exit)"
 
@@ -48,9 +48,38 @@ def add_cold_options(p: argparse.ArgumentParser, *, model_help: str, when: str) 
 
 def add_command_args(p: argparse.ArgumentParser, cmd_help: str) -> None:
     """``-v`` and the target command after ``--`` (``args.cmd``, see :func:`target_command`):
-    the last arguments of each of these subcommands."""
+    the last arguments of each of these subcommands. ``args.target_env`` (no option; ``{}``)
+    holds variables a caller sets for the target only (see :func:`target_environ`)."""
     p.add_argument("-v", "--verbose", action="count", default=0)
     p.add_argument("cmd", nargs=argparse.REMAINDER, help=cmd_help)
+    p.set_defaults(target_env={})
+
+
+def command_args(add_parser, **values: object) -> argparse.Namespace:
+    """The ``args`` of one of these subcommands from values, not from a command line (for
+    ``headstart demo``): the parser of ``add_parser`` answers its shortest valid command
+    line (``--until-exit``), which leaves every other option at its default, and ``values``
+    replace what they name (each an attribute of the parsed arguments, or TypeError)."""
+    sub = argparse.ArgumentParser(prog="headstart").add_subparsers()
+    args = add_parser(sub, "command", "").parse_args(["--until-exit"])
+    args.until_exit = False
+    unknown = sorted(set(values) - set(vars(args)))
+    if unknown:
+        raise TypeError(f"not arguments of this command: {', '.join(unknown)}")
+    vars(args).update(values)
+    return args
+
+
+def target_environ(args: argparse.Namespace, *, unbuffered: bool) -> dict[str, str] | None:
+    """The target's environment: this process's, plus ``args.target_env`` and, when
+    ``unbuffered`` (a ``--ready-log`` reads its output from files, where Python buffers
+    stdout), ``PYTHONUNBUFFERED=1`` unless set; None when that is this process's own."""
+    import os
+
+    extra = dict(args.target_env)
+    if unbuffered and "PYTHONUNBUFFERED" not in os.environ:
+        extra.setdefault("PYTHONUNBUFFERED", "1")
+    return dict(os.environ, **extra) if extra else None
 
 
 def probe_from(args: argparse.Namespace):

@@ -31,6 +31,7 @@ from headstart.commands._readiness import (
     add_ready_options,
     probe_from,
     target_command,
+    target_environ,
 )
 
 __all__ = ["add_parser", "run"]
@@ -176,11 +177,9 @@ def run(args: argparse.Namespace) -> int:
         if "cold" in modes and not evict_paths:
             _say("warning: nothing to evict for cold runs (no --model, --evict or Python env)")
 
-    env = None
-    if args.ready_log and "PYTHONUNBUFFERED" not in os.environ:
-        # Output goes to files, where Python buffers stdout: the ready line could sit in
-        # a buffer. Same setting for every variant, so the comparison stays fair.
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+    # Output goes to files, where Python buffers stdout: a ready line could sit in a buffer.
+    # Same setting for every variant, so the comparison stays fair.
+    env = target_environ(args, unbuffered=bool(args.ready_log))
 
     from headstart.adapters.registry import detect
 

@@ -113,7 +113,8 @@ def _quote(arg: str) -> str:
 def run(args: argparse.Namespace) -> int:
     import time
 
-    from headstart.cli import build_parser
+    from headstart.commands import bench, record
+    from headstart.commands._readiness import command_args
 
     cli = _transformers_cli()
     model = _demo_model(args)
@@ -122,30 +123,24 @@ def run(args: argparse.Namespace) -> int:
     url = f"http://127.0.0.1:{args.port}/v1/chat/completions"
     body = {"model": model, "messages": [{"role": "user", "content": "Hello"}],
             "max_tokens": 8, "temperature": 0, "stream": False}
-    out = args.out or os.path.join("bench-out", time.strftime("demo-%Y%m%d-%H%M%S"))
-    argv = ["bench", "--ready-request", url, json.dumps(body), "--model", model,
-            "--runs", str(args.runs), "--modes", args.modes, "--timeout", str(args.timeout),
-            "--out", out]
-    if disk_bps:
-        argv += ["--disk-bps", disk_bps]
-    if args.no_plot:
-        argv.append("--no-plot")
-    argv += ["-v"] * args.verbose
-    argv += ["--", cli, "serve", "--host", "127.0.0.1", "--port", str(args.port), model]
+    ready = [url, json.dumps(body)]
+    server = [cli, "serve", "--host", "127.0.0.1", "--port", str(args.port), model]
     # A local folder needs no hub: without this, transformers retries the network first.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    server = argv[argv.index("--") + 1:]
+    offline = {} if "HF_HUB_OFFLINE" in os.environ else {"HF_HUB_OFFLINE": "1"}
+    variants = []
     if not args.no_record:
         # `headstart run` replays what a recorded cold start read, in order: record once.
         _say("recording a startup profile (one cold start)")
-        record = build_parser("record").parse_args(
-            ["record", "--ready-request", url, json.dumps(body), "--model", model,
-             "--timeout", str(args.timeout), "--", *server])
-        if int(record.func(record) or 0) != 0:
+        recording = command_args(record.add_parser, ready_request=ready, model=model,
+                                 timeout=args.timeout, cmd=server, target_env=offline)
+        if int(recording.func(recording) or 0) != 0:
             _say("recording failed: the headstart variant reads whole files instead")
-        argv[argv.index("--"):argv.index("--")] = [
-            "--variant", "headstart-no-profile=" + " ".join(
-                [sys.executable, "-m", "headstart", "run", "--no-profile", "--",
-                 *map(_quote, server)])]
-    bench_args = build_parser("bench").parse_args(argv)
-    return int(bench_args.func(bench_args) or 0)
+        variants.append("headstart-no-profile=" + " ".join(
+            [sys.executable, "-m", "headstart", "run", "--no-profile", "--",
+             *map(_quote, server)]))
+    out = args.out or os.path.join("bench-out", time.strftime("demo-%Y%m%d-%H%M%S"))
+    benching = command_args(bench.add_parser, ready_request=ready, model=model,
+                            runs=args.runs, modes=args.modes, timeout=args.timeout, out=out,
+                            disk_bps=disk_bps, no_plot=args.no_plot, verbose=args.verbose,
+                            variant=variants, cmd=server, target_env=offline)
+    return int(benching.func(benching) or 0)

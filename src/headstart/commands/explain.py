@@ -189,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
     evict += [os.path.abspath(p) for p in args.evict]
     if args.no_classes:
         classes = {}
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = {**os.environ, **args.target_env, "PYTHONUNBUFFERED": "1"}
     if not args.no_import_times:
         env["PYTHONPROFILEIMPORTTIME"] = "1"
     _say(f"{' and '.join(modes)} start(s) of {cmd[0]}; output in {out}")

@@ -22,6 +22,7 @@ from headstart.commands._readiness import (
     add_ready_options,
     probe_from,
     target_command,
+    target_environ,
 )
 from headstart.settings import HUB_CHOICES
 
@@ -73,9 +74,7 @@ def run(args: argparse.Namespace) -> int:
         if not os.path.exists(p):
             raise HeadstartError(f"--evict {p}: no such file or folder")
     probe = probe_from(args)
-    env = None
-    if args.ready_log and "PYTHONUNBUFFERED" not in os.environ:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = target_environ(args, unbuffered=bool(args.ready_log))
     run_dir = args.out or tempfile.mkdtemp(prefix="headstart-record-")
     rec = record_startup(cmd, probe, os.path.abspath(run_dir), model=args.model,
                          revision=args.revision, cache_dir=args.cache_dir, hub=args.hub,

@@ -141,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
     from headstart import startup
 
     if not plan.launch.in_process:
-        if plan.prefetch or (plan.profile_key and startup._profile_exists(plan.profile_key)):
+        if plan.prefetch or (plan.profile_key and startup.profile_exists(plan.profile_key)):
             # the helper replays the profile, or (with a model) records one as it prefetches
             try:
                 startup.start_detached_prefetch(plan)

@@ -13,13 +13,13 @@ from __future__ import annotations
 import os
 
 from headstart.explain.session import Timeline
-from headstart.watch.sampler import ProcRecord
+from headstart.watch.sampler import TrackedProcess
 
 __all__ = ["compare_rows", "headstart_rows", "phase_rows", "process_rows", "render",
            "render_compare", "to_dict", "tree_totals"]
 
 
-def _own(rec: ProcRecord, tl: Timeline, t: float) -> tuple[float, int, float, float]:
+def _own(rec: TrackedProcess, tl: Timeline, t: float) -> tuple[float, int, float, float]:
     """(CPU s, own bytes, disk wait s, sleep s) of one process at time ``t``."""
     s = rec.at(t)
     reaped = sum(c.at(t)[2] for c in rec.reaped_children(tl.procs, t))
@@ -37,11 +37,11 @@ def tree_totals(tl: Timeline, t: float) -> tuple[float, int, float]:
     return cpu, nbytes, disk
 
 
-def _is_forkserver(rec: ProcRecord | None) -> bool:
+def _is_forkserver(rec: TrackedProcess | None) -> bool:
     return rec is not None and any("forkserver" in a for a in rec.argv[:4])
 
 
-def _name(rec: ProcRecord, tree: dict[int, ProcRecord] | None = None) -> str:
+def _name(rec: TrackedProcess, tree: dict[int, TrackedProcess] | None = None) -> str:
     argv = rec.argv
     words = [os.path.basename(argv[0]), *argv[1:3]] if argv else []
     name = f"{rec.comm}: {' '.join(words)}" if words else rec.comm

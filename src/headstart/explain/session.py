@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from headstart.bench.probes import Probe
 from headstart.bench.runner import RunResult, run_once
 from headstart.watch.phases import LogTail, Phase, import_spans, phases_from_lines
-from headstart.watch.sampler import ProcRecord, TreeSampler, become_subreaper
+from headstart.watch.sampler import TrackedProcess, TreeSampler, become_subreaper
 
 __all__ = ["Timeline", "watch_start"]
 
@@ -36,7 +36,7 @@ class Timeline:
     ready: float | None = None
     end: float = 0.0
     root: int | None = None
-    procs: dict[int, ProcRecord] = field(default_factory=dict)
+    procs: dict[int, TrackedProcess] = field(default_factory=dict)
     phases: list[Phase] = field(default_factory=list)
     imports: list[Phase] = field(default_factory=list)
     headstart_events: list[dict] = field(default_factory=list)  # ts: µs since launch

@@ -13,7 +13,7 @@ import stat
 import sys
 from collections.abc import Sequence
 
-from headstart._record import Record
+from headstart._struct import Struct
 
 __all__ = [
     "Invocation",
@@ -121,7 +121,7 @@ def parse_invocation(argv: Sequence[str]) -> Invocation:
     return Invocation("", [], "interpreter", argv[1:])
 
 
-class Launch(Record):
+class Launch(Struct):
     """How to start ``argv``: ``kind`` plus what that kind needs.
 
     ``path`` is the console script or script file; ``module`` / ``code`` for ``-m`` / ``-c``;

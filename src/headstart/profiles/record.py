@@ -62,12 +62,12 @@ if TYPE_CHECKING:
     from headstart.profiles.capture import Captured
 
 # resident_runs lives in headstart.pagecache.residency; still importable from here.
-__all__ = ["Recording", "record_startup", "resident_runs"]
+__all__ = ["RecordResult", "record_startup", "resident_runs"]
 
 
 @dataclass
-class Recording:
-    """The outcome of :func:`record_startup`."""
+class RecordResult:
+    """The outcome of :func:`record_startup` (what `headstart record` saves and prints)."""
 
     profile: Profile | None
     run: object  # headstart.bench.runner.RunResult
@@ -190,7 +190,7 @@ def record_startup(
     mechanism: str = "auto",
     save: bool = True,
     say: Callable[[str], None] = lambda _m: None,
-) -> Recording:
+) -> RecordResult:
     """Run ``cmd`` cold until ``probe`` says ready and store what it read as a profile.
 
     ``mechanism``: ``"fanotify"`` (root), ``"maps"`` (fallback) or ``"auto"``.
@@ -236,12 +236,12 @@ def record_startup(
             recorder.stop()
             sampler.stop()
     if not result.ok:
-        return Recording(None, result, notes=[*notes, f"not ready: {result.reason}"])
+        return RecordResult(None, result, notes=[*notes, f"not ready: {result.reason}"])
     return _finish(captured[0], target, cmd, result, save, notes)
 
 
 def _finish(captured: Captured, target: _Target, cmd: list[str], result, save: bool,
-            notes: list[str]) -> Recording:
+            notes: list[str]) -> RecordResult:
     from headstart.profiles.capture import build_profile
 
     snap = target.snapshot
@@ -257,4 +257,4 @@ def _finish(captured: Captured, target: _Target, cmd: list[str], result, save: b
         from headstart.profiles.store import save_profile
 
         path = save_profile(profile)
-    return Recording(profile, result, path=path, notes=notes)
+    return RecordResult(profile, result, path=path, notes=notes)

@@ -17,7 +17,7 @@ and stays in view; ``adopt`` makes every child of ours part of the tree, and zom
 inherit are sampled one last time and reaped.
 
 Bytes: ``/proc/PID/io`` counts what a process and its already reaped children fetched
-(the kernel adds a child's counts to its parent at ``wait``). :meth:`ProcRecord.own_bytes`
+(the kernel adds a child's counts to its parent at ``wait``). :meth:`TrackedProcess.own_bytes`
 subtracts the children we saw exit, so each byte is counted once in the tree.
 """
 
@@ -31,7 +31,7 @@ from collections.abc import Callable
 
 from headstart.watch import procfs
 
-__all__ = ["ProcRecord", "TreeSampler", "become_subreaper", "boot_to_monotonic",
+__all__ = ["TrackedProcess", "TreeSampler", "become_subreaper", "boot_to_monotonic",
            "delayacct_enabled"]
 
 _PR_SET_CHILD_SUBREAPER = 36
@@ -61,7 +61,7 @@ def boot_to_monotonic() -> float:
     return time.monotonic() - time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
-class ProcRecord:
+class TrackedProcess:
     """One process of the tree as sampled. Times are ``time.monotonic()`` seconds."""
 
     def __init__(self, pid: int, ppid: int, comm: str, start: float, seen: float) -> None:
@@ -102,7 +102,7 @@ class ProcRecord:
             best = s
         return best
 
-    def reaped_children(self, tree: dict[int, ProcRecord], t: float) -> list[ProcRecord]:
+    def reaped_children(self, tree: dict[int, TrackedProcess], t: float) -> list[TrackedProcess]:
         """Children that exited by ``t`` while still ours: the kernel added their counts
         to ours when we reaped them."""
         return [tree[c] for c in self.children if c in tree and tree[c].ppid == self.pid
@@ -137,7 +137,7 @@ class TreeSampler:
         self.interval = interval
         self.adopt = adopt
         self.on_tick = on_tick
-        self.procs: dict[int, ProcRecord] = {}
+        self.procs: dict[int, TrackedProcess] = {}
         self.source = "delayacct" if delayacct_enabled() else "sampled D state"
         self.ticks = 0
         self.cost_s = 0.0           # CPU time the sampler thread used
@@ -212,7 +212,7 @@ class TreeSampler:
             self._foreign.add(pid)
 
     def _add(self, st: procfs.ProcStat, now: float) -> None:
-        rec = ProcRecord(st.pid, st.ppid, st.comm, st.start_s + self._offset, now)
+        rec = TrackedProcess(st.pid, st.ppid, st.comm, st.start_s + self._offset, now)
         rec.argv = _cmdline(st.pid)
         parent = self.procs.get(st.ppid)
         if parent is not None:
@@ -221,7 +221,7 @@ class TreeSampler:
                 rec.exec_at = now
         self.procs[st.pid] = rec
 
-    def _read(self, rec: ProcRecord, now: float) -> None:
+    def _read(self, rec: TrackedProcess, now: float) -> None:
         st = procfs.read_stat(rec.pid)
         dt = now - rec.last_seen
         if st is None or st.state in ("Z", "X"):
@@ -237,7 +237,7 @@ class TreeSampler:
         self._update(rec, st, now)
         rec.last_seen = now
 
-    def _update(self, rec: ProcRecord, st: procfs.ProcStat, now: float) -> None:
+    def _update(self, rec: TrackedProcess, st: procfs.ProcStat, now: float) -> None:
         if st.ppid != rec.ppid:  # re-parented (orphan)
             rec.ppid = st.ppid
         if st.comm != rec.comm:
@@ -264,7 +264,7 @@ class TreeSampler:
         rec.series.append((now, rec.cpu_s, rec.read_bytes, rec.ticks["D"], rec.ticks["S"],
                            rec.blkio_delay_s))
 
-    def _reap(self, rec: ProcRecord) -> None:
+    def _reap(self, rec: TrackedProcess) -> None:
         # A zombie we inherited (subreaper) is ours to reap; the root is reaped by whoever
         # started it (subprocess.Popen), never here.
         if rec.ppid != self._me or rec.pid == self.root:

@@ -1,5 +1,6 @@
-"""A small record type for the hot path: ``dataclasses`` imports ``inspect`` (and with it
-``ast``, ``dis``, ``enum``, ``tokenize``): several milliseconds on every ``headstart run``.
+"""A small struct type (named fields with defaults) for the hot path: ``dataclasses``
+imports ``inspect`` (and with it ``ast``, ``dis``, ``enum``, ``tokenize``): several
+milliseconds on every ``headstart run``.
 
 Subclasses list ``FIELDS`` as ``(name, default)`` pairs in order; list/dict/set defaults are
 copied per instance. ``FROZEN = True`` forbids assignment after ``__init__``.
@@ -7,12 +8,12 @@ copied per instance. ``FROZEN = True`` forbids assignment after ``__init__``.
 
 from __future__ import annotations
 
-__all__ = ["Record"]
+__all__ = ["Struct"]
 
 _MUTABLE = (list, dict, set)
 
 
-class Record:
+class Struct:
     __slots__ = ()
     FIELDS: tuple[tuple[str, object], ...] = ()
     FROZEN = False
