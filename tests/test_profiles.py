@@ -235,7 +235,7 @@ def test_a_resident_profile_is_not_validated_file_by_file(tmp_path):
     changed-but-resident file does not make it fall back to a whole-file read."""
     from _pagecache_util import require_disk
     from headstart.pagecache.evict import evict
-    from headstart.procs.model_prefetch import replay_profile
+    from headstart.profiles.model_prefetch import replay_profile
     from headstart.trace import tracer
 
     require_disk(tmp_path)

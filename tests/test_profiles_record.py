@@ -40,7 +40,7 @@ def helpers():
             cmd = open("/proc/%s/cmdline" % name, "rb").read()
         except OSError:
             continue
-        if (b"prefetch_helper" in cmd and tag in cmd) or cmd == mine:
+        if (b"replay_helper" in cmd and tag in cmd) or cmd == mine:
             out.append(name)
     return out
 

@@ -154,7 +154,7 @@ def _signal_imports_done(fd: int) -> None:
 
 def _start_prefetch_thread(plan: StartupPlan, started: Started) -> None:
     # Imported here, in the calling (main) thread: see the module docstring, point 3.
-    from headstart.procs.model_prefetch import prefetch_refs, replay_profile
+    from headstart.profiles.model_prefetch import prefetch_refs, replay_profile
 
     refs = [(plan.model, plan.revision), *plan.extra_refs] if plan.prefetch else []
     if plan.profile_key:
@@ -177,7 +177,7 @@ def _start_prefetch_thread(plan: StartupPlan, started: Started) -> None:
 
 def _records_profile(plan: StartupPlan) -> bool:
     """Whether a start without a profile records one (its helper decides when, see
-    ``prefetch_helper``): a target with a model, unless ``HEADSTART_AUTO_RECORD=0``."""
+    ``replay_helper``): a target with a model, unless ``HEADSTART_AUTO_RECORD=0``."""
     from headstart.settings import auto_record
 
     return bool(plan.profile_key) and plan.prefetch and auto_record()
@@ -213,7 +213,7 @@ def start_detached_prefetch(plan: StartupPlan, *, exec_helper: bool = True,
     ``exec_helper=False`` (an in-process target's profile replay, called before any thread
     of ours exists): the helper is the forked copy itself, no new interpreter, so it starts
     reading ~0.1 s earlier, before the target's first imports fault the files in;
-    ``imports_fd`` is then passed on to it (see ``prefetch_helper``) and
+    ``imports_fd`` is then passed on to it (see ``replay_helper``) and
     ``close_in_helper`` (the pipe's write end) closed there.
     """
     import json
@@ -226,7 +226,7 @@ def start_detached_prefetch(plan: StartupPlan, *, exec_helper: bool = True,
             "identity": _identity(plan), "command": list(plan.argv),
             # the same file: each writer merges what the other wrote (see trace.py)
             "trace": os.path.abspath(plan.trace) if plan.trace else None}
-    argv = [sys.executable, "-m", "headstart.procs.prefetch_helper", json.dumps(spec)]
+    argv = [sys.executable, "-m", "headstart.profiles.replay_helper", json.dumps(spec)]
     from headstart.procs.launch import fork_deferring_signals
 
     pid, mask = fork_deferring_signals()
@@ -245,9 +245,9 @@ def start_detached_prefetch(plan: StartupPlan, *, exec_helper: bool = True,
                     os.dup2(devnull, fd)
                 if exec_helper:
                     os.execv(sys.executable, argv)
-                from headstart.procs import prefetch_helper
+                from headstart.profiles import replay_helper
 
-                prefetch_helper.main(argv[-1:])
+                replay_helper.main(argv[-1:])
                 if spec["trace"]:
                     tracer.write(spec["trace"])
         finally:

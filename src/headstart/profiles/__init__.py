@@ -10,6 +10,11 @@
 * :mod:`headstart.profiles.capture`      at readiness: files, resident runs, the profile
 * :mod:`headstart.profiles.layout`       pure range layout (trim, order, merge)
 * :mod:`headstart.profiles.replay`       what ``headstart run`` reads when a profile matches
+* :mod:`headstart.profiles.model_prefetch`  one leader per host and snapshot: replay a profile
+  (:func:`~headstart.profiles.model_prefetch.replay_profile`) or read the whole files
+* :mod:`headstart.profiles.replay_helper` the helper process ``headstart run`` starts for both
+* :mod:`headstart.profiles.autorecord`   recording during an ordinary start (in the helper)
+* :mod:`headstart.profiles.coverage`     how well a replay covered the target's reads
 """
 
 __all__: list[str] = []

@@ -12,7 +12,7 @@ are equal (the default), else two phases.
 
 Only recorded ranges are read (resident ones are skipped), so nothing that startup does not
 read is read. Whether the whole profile is already resident (a warm start) is asked once,
-before validation, by :func:`headstart.procs.model_prefetch.replay_profile`.
+before validation, by :func:`headstart.profiles.model_prefetch.replay_profile`.
 """
 
 from __future__ import annotations

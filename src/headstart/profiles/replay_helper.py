@@ -1,4 +1,6 @@
-"""``python -m headstart.procs.prefetch_helper SPEC``: the detached prefetcher of exec'd targets.
+"""``python -m headstart.profiles.replay_helper SPEC``: the replay helper, a process that
+replays a target's startup profile or prefetches its model's whole files (and records a
+profile meanwhile); detached for exec'd targets, a fork for in-process ones.
 
 SPEC is JSON: ``{"refs": [[ref, revision], ...], "cache_dir": ..., "hub": ..., "parent": pid}``,
 plus ``"profile": KEY`` and, for a helper forked from an in-process target, ``"imports_fd"``
@@ -69,7 +71,7 @@ def _lower_io_priority() -> None:
 
 
 def main(argv: list[str]) -> int:
-    from headstart.procs.model_prefetch import prefetch_refs, replay_profile
+    from headstart.profiles.model_prefetch import prefetch_refs, replay_profile
 
     spec = json.loads(argv[0])
     parent = int(spec["parent"])
