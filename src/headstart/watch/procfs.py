@@ -1,4 +1,5 @@
-"""What ``/proc`` says about processes: ``stat``, ``io``, ``schedstat``, ``maps``, children.
+"""What ``/proc`` says about processes: ``stat``, ``io``, ``schedstat``, ``maps``, children
+(and the one thing written there: an autogroup's nice value).
 
 The one place that reads and parses these files; the rest of headstart calls it.
 
@@ -23,7 +24,8 @@ from __future__ import annotations
 import os
 
 __all__ = ["CLK_TCK", "ProcIO", "ProcStat", "children", "descendants", "pids", "read_io",
-           "read_maps", "read_schedstat", "read_stat", "running", "status_field"]
+           "read_maps", "read_schedstat", "read_stat", "running", "set_autogroup_nice",
+           "status_field"]
 
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -110,6 +112,15 @@ def status_field(pid: int | str, name: str) -> str | None:
         if key == name.encode():
             return value.strip().decode()
     return None
+
+
+def set_autogroup_nice(nice: int) -> None:
+    """Give this process's autogroup (its session's CPU share, ``/proc/self/autogroup``)
+    the nice value ``nice``; raising it needs no privilege. It weighs the whole session
+    against other sessions: call it only from a session that holds nothing but one's own
+    processes. Raises OSError where the kernel has no autogroups."""
+    with open("/proc/self/autogroup", "w") as fh:
+        fh.write(str(nice))
 
 
 def read_maps(pid: int | str) -> list[list[bytes]]:
