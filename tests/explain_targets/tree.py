@@ -1,4 +1,4 @@
-"""A synthetic process tree for tests/test_explain.py (run by `headstart explain`).
+"""A synthetic process tree for tests/explain/test_explain.py (run by `headstart explain`).
 
 argv: SEQ_FILE RANDOM_FILE PAGES SPIN_S SLEEP_S. The root forks:
   reader   - reads SEQ_FILE whole (cold), spins SPIN_S on CPU, sleeps, exits;

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 APP = textwrap.dedent("""
     import json, multiprocessing as mp, os, sys, time

@@ -23,7 +23,7 @@ import pytest
 
 from _pythons import python_id, supported_pythons
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SRC = REPO / "src"
 TARGET = REPO / "tests" / "zygote_targets" / "semantics.py"
 

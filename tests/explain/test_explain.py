@@ -20,7 +20,7 @@ import pytest
 
 from headstart.pagecache.evict import evict
 
-TREE = Path(__file__).parent / "explain_targets" / "tree.py"
+TREE = Path(__file__).resolve().parents[1] / "explain_targets" / "tree.py"
 SPIN_S, SLEEP_S, PAGES = 0.6, 0.8, 6000
 PAGE = 4096
 
