@@ -256,3 +256,31 @@ def test_zygote_spells_the_spawn_module_as_cpython_does():
     from headstart.procs import zygote
 
     assert zygote._SPAWN_MODULE == _cpython.SPAWN_POPEN_MODULE
+
+
+@PYTHONS
+def test_environ_reads_by_name_not_by_walking(python, tmp_path):
+    r = _run(python, """
+        import json, os
+        from headstart import _cpython
+        os.environ["HS_A"] = "1"
+        reads = {}
+        with _cpython.environ_reads(reads):
+            os.environ["HS_A"]
+            os.environ.get("HS_B")
+            "HS_C" in os.environ
+            os.getenv("HS_D")
+            try:
+                os.environ["HS_E"]
+            except KeyError:
+                pass
+            os.environ["HS_A"] = "2"
+            os.environ["HS_A"]  # the value at the first read is kept
+            walked = (list(os.environ.items()), list(os.environ.values()), os.environ.copy())
+            walked_all = {len(w) for w in walked} == {len(os.environ)}
+        os.environ["HS_F"] = "x"; os.environ["HS_F"]  # after the block: not watched
+        print(json.dumps({"reads": reads, "restored": type(os.environ) is os._Environ,
+                          "walked_all": walked_all}))
+    """, tmp_path)
+    assert r == {"reads": {"HS_A": "1", "HS_B": None, "HS_C": None, "HS_D": None, "HS_E": None},
+                 "restored": True, "walked_all": True}

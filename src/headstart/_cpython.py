@@ -43,6 +43,10 @@ The zygote (``procs/zygote.py``, ``_zygote_server.py``, ``_zygote_popen.py``,
   :func:`popen_fds`, :func:`set_popen_fds`, :func:`adopt_child`). ``spawn.spawn_main`` and
   ``spawn.get_executable`` (:func:`spawn_main`, :func:`spawn_executable`): a spawned child's
   entry (``-c ... --multiprocessing-fork``) and the interpreter spawn starts.
+* ``os.environ``'s class ``os._Environ`` (:func:`environ_reads`): swapped for a subclass
+  that sees reads by name; ``get``, ``in`` and ``os.getenv`` reach its ``__getitem__``
+  through ``collections.abc``'s mixins, and a walk over the mapping is told by the caller's
+  frame (``_collections_abc``'s view ``__iter__``, ``os``'s ``copy``).
 
 Where an internal is missing, a function degrades as its docstring says (no wait-for edges,
 no native id, no preload list) instead of raising, unless it says otherwise. Importing this
@@ -78,6 +82,7 @@ __all__ = [
     "caller_frame",
     "clear_exit_handlers",
     "current_frames",
+    "environ_reads",
     "forkserver_pid",
     "forkserver_preload",
     "inheriting",
@@ -316,3 +321,41 @@ def spawn_executable() -> str:
     from multiprocessing import spawn
 
     return os.fsdecode(spawn.get_executable())  # type: ignore[attr-defined]
+
+
+# --- os.environ, watched -----------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def environ_reads(reads: dict[str, str | None]) -> Iterator[None]:
+    """While the block runs, the first read of each variable by name (``os.environ[k]``,
+    ``get``, ``in``, ``os.getenv``) puts its value then (None: not set) into ``reads``;
+    walking the whole mapping (``items()``, ``values()``, ``copy()``) does not count."""
+    base = type(os.environ)
+
+    class Watching(base):  # type: ignore[misc, valid-type]
+        def __getitem__(self, key: str) -> str:
+            try:
+                value = base.__getitem__(self, key)
+            except KeyError:
+                value = None
+                raise
+            finally:
+                if (isinstance(key, str) and key not in reads
+                        and not _walking(sys._getframe(1).f_code)):
+                    reads[key] = value
+            return value  # type: ignore[return-value]
+
+    os.environ.__class__ = Watching
+    try:
+        yield
+    finally:
+        os.environ.__class__ = base
+
+
+def _walking(code: Any) -> bool:
+    """Is this ``os.environ[key]`` part of a walk over the whole mapping?"""
+    name, where = code.co_name, code.co_filename  # "<frozen os>" when frozen (3.11+)
+    return ((name == "__iter__" and where.endswith(("_collections_abc.py",
+                                                    "<frozen _collections_abc>")))
+            or (name == "copy" and where.endswith(("/os.py", "<frozen os>"))))

@@ -232,27 +232,12 @@ class _EnvReads:
         self.at_start = at_start  # the environment before the imports
 
     def __enter__(self) -> _EnvReads:
-        reads = self.read
-        base = type(os.environ)
-
-        class Watching(base):  # type: ignore[misc, valid-type]
-            def __getitem__(self, key: str) -> str:
-                try:
-                    value = base.__getitem__(self, key)
-                except KeyError:
-                    value = None
-                    raise
-                finally:
-                    if (isinstance(key, str) and key not in reads
-                            and not _walking(_cpython.caller_frame(1).f_code)):
-                        reads[key] = value
-                return value
-
-        os.environ.__class__ = Watching
+        self._watch = _cpython.environ_reads(self.read)
+        self._watch.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        os.environ.__class__ = type(os.environ).__mro__[1]
+        self._watch.__exit__(*exc)
 
     def values(self, prefixes: tuple[str, ...]) -> dict[str, str | None]:
         """The variables read, with the value each had when first read, and those named by
@@ -266,14 +251,6 @@ class _EnvReads:
         """The same variables' values once the imports are done (some set their own)."""
         keys = set(self.values(prefixes)) | {k for k in os.environ if k.startswith(prefixes)}
         return {k: os.environ.get(k) for k in sorted(keys)}
-
-
-def _walking(code: Any) -> bool:
-    """Is this ``os.environ[key]`` part of a walk over the whole mapping?"""
-    name, where = code.co_name, code.co_filename  # "<frozen os>" when frozen (3.11+)
-    return ((name == "__iter__" and where.endswith(("_collections_abc.py",
-                                                    "<frozen _collections_abc>")))
-            or (name == "copy" and where.endswith(("/os.py", "<frozen os>"))))
 
 
 class _CapturedOutput:
