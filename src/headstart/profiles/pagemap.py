@@ -20,7 +20,7 @@ residency of files that are still mapped at readiness, and always keeps each fil
 from __future__ import annotations
 
 import os
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 
 from headstart.watch import procfs
 
@@ -31,20 +31,23 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 _TOP_BITS = bytes(1 if b & 0xC0 else 0 for b in range(256))
 
 
-def file_mappings(pid: int, only: Collection[str] | None = None
-                  ) -> list[tuple[int, int, int, str]]:
+def file_mappings(pid: int, only: Collection[str] | None = None,
+                  skip: Collection[str] = ()) -> list[tuple[int, int, int, str]]:
     """``(start, end, file offset, path)`` of each file mapping of ``pid`` (``only``: just
-    those whose realpath is in it, then given as the realpath); [] when it is gone.
+    those whose realpath is in it, then given as the realpath; ``skip``: not those files);
+    [] when it is gone.
 
     Sampled every 100 ms during a recording, over the thousands of mappings of a process
     that imported torch: with ``only``, a mapping is first matched by its inode against
     the few files asked for, and only a match has its path resolved."""
     inodes = _inodes(only) if only is not None else None
+    skipped = _inodes(skip)
     out = []
     for parts in procfs.read_maps(pid):
         if len(parts) < 6 or not parts[5].startswith(b"/") or parts[4] == b"0":
             continue
-        if inodes is not None and int(parts[4]) not in inodes:
+        inode = int(parts[4])
+        if (inodes is not None and inode not in inodes) or inode in skipped:
             continue
         path = os.fsdecode(parts[5])
         if path.endswith(" (deleted)"):
@@ -105,12 +108,16 @@ def or_into(bitmap: bytearray, first: int, pages: bytes) -> None:
     bitmap[first:end] = pages
 
 
-def present_in(pids: list[int], only: Collection[str] | None = None
+def present_in(pids: list[int], only: Collection[str] | None = None,
+               skip: Collection[str] = (),
+               want: Callable[[str, int, int], Iterable[tuple[int, int]]] | None = None,
                ) -> Iterator[tuple[str, int, bytes]]:
     """``(path, first file page, present map)`` of each file mapping of each of ``pids``
-    (:func:`file_mappings`, :func:`present_pages`); what cannot be read is skipped."""
+    (:func:`file_mappings`, :func:`present_pages`); what cannot be read is skipped.
+    ``want(path, lo, hi)``: the parts ``(lo, hi)`` of the file bytes ``[lo, hi)`` a mapping
+    holds whose page tables to read (default: all of them), one map yielded per part."""
     for pid in pids:
-        maps = file_mappings(pid, only)
+        maps = file_mappings(pid, only, skip)
         if not maps:
             continue
         try:
@@ -119,20 +126,23 @@ def present_in(pids: list[int], only: Collection[str] | None = None
             continue
         try:
             for lo, hi, offset, path in maps:
-                try:
-                    present = present_pages(fd, lo, hi)
-                except OSError:
-                    continue
-                yield path, offset // _PAGE, present
+                parts = [(offset, offset + hi - lo)] if want is None else \
+                    want(path, offset, offset + hi - lo)
+                for f_lo, f_hi in parts:
+                    try:
+                        present = present_pages(fd, lo + f_lo - offset, lo + f_hi - offset)
+                    except OSError:
+                        break
+                    yield path, f_lo // _PAGE, present
         finally:
             os.close(fd)
 
 
-def touched_pages(pids: list[int]) -> dict[str, bytearray]:
-    """For each file mapped by any of ``pids``: a bitmap (one byte per file page, 1 =
-    mapped and present in some process). Files are keyed by realpath."""
+def touched_pages(pids: list[int], skip: Collection[str] = ()) -> dict[str, bytearray]:
+    """For each file mapped by any of ``pids`` (but those in ``skip``): a bitmap (one byte
+    per file page, 1 = mapped and present in some process). Files are keyed by realpath."""
     out: dict[str, bytearray] = {}
-    for path, first, present in present_in(pids):
+    for path, first, present in present_in(pids, skip=skip):
         last = present.rfind(1)
         if last >= 0:
             or_into(out.setdefault(real_path(path), bytearray()), first,

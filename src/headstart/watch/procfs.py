@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["CLK_TCK", "ProcIO", "ProcStat", "children", "descendants", "pids", "read_io",
-           "read_maps", "read_schedstat", "read_stat", "running", "set_autogroup_nice",
-           "status_field"]
+__all__ = ["CLK_TCK", "ProcFiles", "ProcIO", "ProcStat", "children", "descendants",
+           "pid_names", "pids", "read_io", "read_maps", "read_schedstat", "read_stat",
+           "running", "set_autogroup_nice", "status_field"]
 
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -86,8 +86,10 @@ def _read(path: str) -> bytes | None:
 def read_stat(pid: int, task: int | None = None) -> ProcStat | None:
     """``/proc/PID/stat`` (or one thread's, ``/proc/PID/task/TID/stat``); None if gone."""
     raw = _read(f"/proc/{pid}/stat" if task is None else f"/proc/{pid}/task/{task}/stat")
-    if raw is None:
-        return None
+    return None if raw is None else _parse_stat(pid, raw)
+
+
+def _parse_stat(pid: int, raw: bytes) -> ProcStat | None:
     lp, rp = raw.find(b"("), raw.rfind(b")")
     if lp < 0 or rp < 0:
         return None
@@ -133,18 +135,25 @@ def read_maps(pid: int | str) -> list[list[bytes]]:
 
 def pids() -> list[int]:
     """Every pid in ``/proc`` now (in no particular order); [] when it cannot be listed."""
+    return [int(n) for n in pid_names() if n.isdigit()]
+
+
+def pid_names() -> list[str]:
+    """The names in ``/proc`` now, pids among them, unconverted (a caller that compares
+    with what it saw last time skips the conversion of the hundreds it knows already)."""
     try:
-        names = os.listdir("/proc")
+        return os.listdir("/proc")
     except OSError:
         return []
-    return [int(n) for n in names if n.isdigit()]
 
 
 def read_io(pid: int) -> ProcIO | None:
     """``/proc/PID/io``; None if gone or not readable (another user's process)."""
     raw = _read(f"/proc/{pid}/io")
-    if raw is None:
-        return None
+    return None if raw is None else _parse_io(raw)
+
+
+def _parse_io(raw: bytes) -> ProcIO:
     values: dict[bytes, int] = {}
     for line in raw.splitlines():
         key, _, value = line.partition(b":")
@@ -159,13 +168,62 @@ def read_io(pid: int) -> ProcIO | None:
 def read_schedstat(pid: int) -> tuple[float, float, int] | None:
     """(seconds on CPU, seconds runnable waiting for a CPU, time slices); None if gone."""
     raw = _read(f"/proc/{pid}/schedstat")
-    if raw is None:
-        return None
+    return None if raw is None else _parse_schedstat(raw)
+
+
+def _parse_schedstat(raw: bytes) -> tuple[float, float, int] | None:
     try:
         run_ns, wait_ns, slices = (int(x) for x in raw.split()[:3])
     except ValueError:
         return None
     return run_ns / 1e9, wait_ns / 1e9, slices
+
+
+class ProcFiles:
+    """``stat``, ``io`` and ``schedstat`` of one process, kept open and read again with
+    ``pread`` at offset 0 (the kernel regenerates them each time): a sampler reading a
+    tree every few milliseconds pays no path lookup per read. The descriptors belong to
+    the process, not to its number: once it is reaped they read as gone (None), never as
+    a new process that got the same pid. ``close`` when done."""
+
+    _NAMES = ("stat", "io", "schedstat")
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self._fds: dict[str, int | None] = {}
+
+    def _raw(self, name: str) -> bytes | None:
+        fd = self._fds.get(name, -1)
+        if fd == -1:
+            try:
+                fd = os.open(f"/proc/{self.pid}/{name}", os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                fd = None
+            self._fds[name] = fd
+        if fd is None:
+            return None
+        try:
+            return os.pread(fd, 4096, 0) or None
+        except OSError:  # gone (ESRCH), or not ours to read
+            return None
+
+    def stat(self) -> ProcStat | None:
+        raw = self._raw("stat")
+        return None if raw is None else _parse_stat(self.pid, raw)
+
+    def io(self) -> ProcIO | None:
+        raw = self._raw("io")
+        return None if raw is None else _parse_io(raw)
+
+    def schedstat(self) -> tuple[float, float, int] | None:
+        raw = self._raw("schedstat")
+        return None if raw is None else _parse_schedstat(raw)
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            if fd is not None and fd >= 0:
+                os.close(fd)
+        self._fds.clear()
 
 
 def children(pid: int) -> list[int]:

@@ -144,6 +144,8 @@ class TreeSampler:
         self._me = os.getpid()
         self.thread_id: int | None = None  # the sampler thread's tid, once it runs
         self._foreign: set[int] = set()
+        self._placed: set[str] = {str(self._me)}  # /proc names known as member or foreign
+        self._files: dict[int, procfs.ProcFiles] = {}  # kept open on live members
         self._offset = boot_to_monotonic()
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -161,6 +163,7 @@ class TreeSampler:
         if self._thread.is_alive():
             self._thread.join()
         self.sample()
+        self.close()
 
     def live(self) -> list[int]:
         with self._lock:
@@ -188,7 +191,9 @@ class TreeSampler:
         with self._lock:
             now = time.monotonic()
             self.ticks += 1
-            pids = sorted(procfs.pids())
+            # only names not placed yet (member, foreign or us) are converted and read
+            pids = sorted(int(n) for n in procfs.pid_names()
+                          if n not in self._placed and n.isdigit())
             # parents first (lower pid usually), then a second pass for late parents
             for _ in range(2):
                 for pid in pids:
@@ -204,12 +209,28 @@ class TreeSampler:
             for rec in list(self.procs.values()):
                 if rec.alive:
                     self._read(rec, now)
+                    if not rec.alive:
+                        self._files.pop(rec.pid, procfs.ProcFiles(rec.pid)).close()
+
+    def close(self) -> None:
+        """Close the descriptors kept on live members (``stop`` does)."""
+        with self._lock:
+            for files in self._files.values():
+                files.close()
+            self._files.clear()
+
+    def _files_of(self, pid: int) -> procfs.ProcFiles:
+        files = self._files.get(pid)
+        if files is None:  # sampled again after close() (the teardown's last looks)
+            files = self._files[pid] = procfs.ProcFiles(pid)
+        return files
 
     def _foreign_maybe(self, pid: int, st: procfs.ProcStat) -> None:
         # Only forget a pid for good once its parent is known not to be ours (second pass
         # may still find the parent); pids are recycled rarely within one start.
         if st.ppid in self._foreign or st.ppid <= 2 or st.ppid == self._me:
             self._foreign.add(pid)
+            self._placed.add(str(pid))
 
     def _add(self, st: procfs.ProcStat, now: float) -> None:
         rec = TrackedProcess(st.pid, st.ppid, st.comm, st.start_s + self._offset, now)
@@ -220,9 +241,10 @@ class TreeSampler:
             if parent.comm != st.comm:  # exec'd before we first saw it
                 rec.exec_at = now
         self.procs[st.pid] = rec
+        self._placed.add(str(st.pid))
 
     def _read(self, rec: TrackedProcess, now: float) -> None:
-        st = procfs.read_stat(rec.pid)
+        st = self._files_of(rec.pid).stat()
         dt = now - rec.last_seen
         if st is None or st.state in ("Z", "X"):
             if st is not None:
@@ -255,10 +277,11 @@ class TreeSampler:
         if rec.blkio_raw is not None and raw > rec.blkio_raw:
             rec.blkio_delay_s += min(raw - rec.blkio_raw, now - rec.last_seen + 0.011)
         rec.blkio_raw = raw
-        io = procfs.read_io(rec.pid)
+        files = self._files_of(rec.pid)
+        io = files.io()
         if io is not None:
             rec.read_bytes, rec.rchar = io.read_bytes, io.rchar
-        sched = procfs.read_schedstat(rec.pid)
+        sched = files.schedstat()
         if sched is not None:
             rec.run_s, rec.runq_s = sched[0], sched[1]
         rec.series.append((now, rec.cpu_s, rec.read_bytes, rec.ticks["D"], rec.ticks["S"],
