@@ -33,6 +33,21 @@ def make_file(path, size: int, chunk: bytes | None = None) -> str:
     return os.fspath(path)
 
 
+def model_folder(tmp_path, model_type: str, shard_sizes: list[int]) -> tuple[str, list[str]]:
+    """``tmp_path/model`` as a server sees it, on a real disk: ``config.json`` naming
+    ``model_type`` and safetensors shards of ``shard_sizes`` (one: ``model.safetensors``;
+    more: ``model-0000I-of-0000N.safetensors``), written and evicted."""
+    require_disk(tmp_path)
+    root = tmp_path / "model"
+    root.mkdir()
+    (root / "config.json").write_text(f'{{"model_type": "{model_type}"}}')
+    n = len(shard_sizes)
+    names = ["model.safetensors"] if n == 1 else [
+        f"model-{i:05d}-of-{n:05d}.safetensors" for i in range(1, n + 1)]
+    pairs = zip(names, shard_sizes, strict=True)
+    return str(root), [make_file(root / name, size) for name, size in pairs]
+
+
 def drop(*paths) -> None:
     """Evict and check: fails the test if the kernel kept pages."""
     for p in paths:

@@ -12,18 +12,15 @@ import time
 
 import pytest
 
-from _pagecache_util import MiB, drop, make_file, require_disk, resident
+from _pagecache_util import MiB, drop, make_file, model_folder, resident
 
 PY = sys.executable
 
 
 @pytest.fixture
 def model(tmp_path):
-    require_disk(tmp_path)
+    _, shards = model_folder(tmp_path, "qwen2", [8 * MiB, 8 * MiB])
     d = tmp_path / "model"
-    d.mkdir()
-    (d / "config.json").write_text('{"model_type": "qwen2"}')
-    shards = [make_file(d / f"model-0000{i}-of-00002.safetensors", 8 * MiB) for i in (1, 2)]
     decoy = make_file(d / "decoy.bin", 4 * MiB)  # not read: safetensors win
     return d, shards, decoy
 

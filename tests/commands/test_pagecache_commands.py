@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from _pagecache_util import MiB, fincore_bytes, make_file, require_disk, resident
+from _pagecache_util import MiB, fincore_bytes, make_file, model_folder, require_disk, resident
 
 
 def hs(*args: str, check_rc: int | None = 0) -> subprocess.CompletedProcess:
@@ -23,13 +23,9 @@ def hs(*args: str, check_rc: int | None = 0) -> subprocess.CompletedProcess:
 @pytest.fixture
 def model(tmp_path):
     """A model folder as servers see it: config, tokenizer, two shards, and a stray file."""
-    require_disk(tmp_path)
+    _, shards = model_folder(tmp_path, "llama", [4 * MiB, 4 * MiB])
     root = tmp_path / "model"
-    root.mkdir()
-    (root / "config.json").write_text('{"model_type": "llama"}')
     (root / "tokenizer.json").write_text("{}")
-    shards = [make_file(root / f"model-0000{i}-of-00002.safetensors", 4 * MiB)
-              for i in (1, 2)]
     make_file(root / "notes.txt", MiB)
     os.sync()  # the small files too: dirty pages would survive eviction
     return root, shards

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from _pagecache_util import MiB, make_file, require_disk
+from _pagecache_util import MiB, make_file, model_folder
 
 PY = sys.executable
 
@@ -46,11 +46,7 @@ SERVER = textwrap.dedent("""
 
 @pytest.fixture
 def setup(tmp_path):
-    require_disk(tmp_path)
-    model = tmp_path / "model"
-    model.mkdir()
-    (model / "config.json").write_text('{"model_type": "qwen2"}')
-    weights = make_file(model / "model.safetensors", 6 * MiB)
+    model, (weights,) = model_folder(tmp_path, "qwen2", [6 * MiB])
     lib = make_file(tmp_path / "library.py", 2 * MiB)
     server = tmp_path / "server.py"
     server.write_text(SERVER)
