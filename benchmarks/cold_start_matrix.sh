@@ -74,3 +74,5 @@ for layout in save_pretrained reversed; do
   auto_record "$L"
   bench "$layout-300MB" "$L" 300MB cold,warm
 done
+
+python "$(dirname "$0")/matrix_table.py" "$OUT"     # README's tables from this run
