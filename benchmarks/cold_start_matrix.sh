@@ -75,4 +75,4 @@ for layout in save_pretrained reversed; do
   bench "$layout-300MB" "$L" 300MB cold,warm
 done
 
-python "$(dirname "$0")/matrix_table.py" "$OUT"     # README's tables from this run
+"$PY" benchmarks/matrix_table.py "$OUT"              # README's tables from this run
