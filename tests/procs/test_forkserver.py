@@ -108,7 +108,7 @@ def _pythons() -> list[str]:
 def app(tmp_path: Path) -> Path:
     (tmp_path / "api_server.py").write_text(APP)
     (tmp_path / "fake_heavy.py").write_text(FAKE_HEAVY)
-    (tmp_path / "slow_preload.py").write_text("import time\ntime.sleep(8)\n")
+    (tmp_path / "slow_preload.py").write_text("import time\ntime.sleep(60)\n")
     (tmp_path / "broken_preload.py").write_text("raise RuntimeError('boom at import')\n")
     (tmp_path / "weights.bin").write_bytes(os.urandom(1 << 20))
     return tmp_path
@@ -270,11 +270,11 @@ def test_environment_is_captured_at_prewarm_time(app: Path) -> None:
 @pytest.mark.parametrize("args, code", [(("--help",), 0), (("--bad",), 2)])
 def test_early_exit_does_not_wait_for_the_preload(app: Path, args: tuple[str, ...],
                                                   code: int) -> None:
-    """The forkserver imports a module that sleeps 8 s; the app exits at once anyway.
+    """The forkserver imports a module that sleeps 60 s; the app exits at once anyway.
 
-    A correctness check of "nothing joins" with a generous bound, not a timing claim: the
-    target's exit and the end of its output pipes (which the forkserver inherits) come
-    well before the preload would finish.
+    A correctness check of "nothing joins", not a timing claim: the target's exit and the
+    end of its output pipes (which the forkserver inherits) come long before the preload
+    could finish (the bound is half its sleep, whatever the machine's load).
     """
     env = _env(app, APP_PREWARM="1", APP_PRELOAD="slow_preload,fake_heavy",
                APP_STARTUP_DELAY="0.3")
@@ -286,7 +286,7 @@ def test_early_exit_does_not_wait_for_the_preload(app: Path, args: tuple[str, ..
     out, err = proc.communicate(timeout=30)
     pipes_closed = time.monotonic() - t0
     assert proc.returncode == code
-    assert exited < 4.0 and pipes_closed < 4.0, (exited, pipes_closed)
+    assert exited < 30.0 and pipes_closed < 30.0, (exited, pipes_closed)
     if code == 0:
         assert out.startswith("usage:")
         # the forkserver had been started (the check is not vacuous) and is gone now
