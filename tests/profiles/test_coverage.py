@@ -106,6 +106,15 @@ def test_poor_and_stale_profiles_ask_for_a_new_recording(tmp_path, monkeypatch):
     poor = Coverage(key=key, replayed_bytes=500 * MiB, target_read_bytes=300 * MiB)
     write_coverage(poor)
     assert "itself" in rerecord_reason(key)
+    # the same reads, but most of them ranges the profile holds that the target reached
+    # before the replay did (a slow disk): no new recording, it would be no better
+    behind = Coverage(key=key, replayed_bytes=2000 * MiB, target_read_bytes=311 * MiB,
+                      late_bytes=158 * MiB)
+    ahead = Coverage(key=key, replayed_bytes=2000 * MiB, target_read_bytes=311 * MiB)
+    assert behind.missing_bytes == 153 * MiB and behind.poor() is None
+    assert ahead.missing_bytes == 311 * MiB and "lacks" in ahead.poor()
+    write_coverage(behind)
+    assert rerecord_reason(key) is None
     stale = Coverage(key=key, replayed_bytes=2000 * MiB, stale_files=2)
     write_coverage(stale)
     assert "changed" in rerecord_reason(key)

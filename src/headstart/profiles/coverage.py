@@ -15,7 +15,9 @@ for a while (or it exits):
 
 A profile is **poor**, and the next start records a new one (the old one is kept until the
 new one is written), when the target read more than ``POOR_FRACTION`` of what it needed
-itself (and more than ``POOR_MIN_BYTES``), or when recorded files changed. What is not
+itself (and more than ``POOR_MIN_BYTES``) that the profile lacks (its reads but the late
+ones: where the target overtook the replay on a slow disk, a new recording would be no
+better, and recording costs that start its replay), or when recorded files changed. What is not
 measured: replayed bytes the target never used (their pages look the same as used ones
 from outside; a new recording drops them).
 
@@ -70,15 +72,21 @@ class Coverage:
         need = self.needed_bytes
         return (self.replayed_bytes - self.reclaimed_bytes) / need if need else 1.0
 
+    @property
+    def missing_bytes(self) -> int:
+        """What the target read itself that the profile does not hold: its own reads but
+        the late ones, ranges of the profile the target got to before the replay did (a
+        disk slower than the start, which a new recording would not change)."""
+        return max(0, self.target_read_bytes - self.late_bytes)
+
     def poor(self) -> str | None:
         """Why this profile should be recorded again, or None."""
         if self.stale_files:
             return f"{self.stale_files} recorded file(s) changed"
-        need = self.needed_bytes
-        if (self.target_read_bytes > POOR_MIN_BYTES
-                and self.target_read_bytes > POOR_FRACTION * need):
-            return (f"the target still read {_mb(self.target_read_bytes)} itself "
-                    f"({100 * self.target_read_bytes / need:.0f} % of its reads)")
+        need, missing = self.needed_bytes, self.missing_bytes
+        if missing > POOR_MIN_BYTES and missing > POOR_FRACTION * need:
+            return (f"the target still read {_mb(missing)} the profile lacks itself "
+                    f"({100 * missing / need:.0f} % of its reads)")
         return None
 
     def describe(self) -> str:
@@ -91,8 +99,8 @@ class Coverage:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d.update(needed_bytes=self.needed_bytes, fraction=round(self.fraction, 4),
-                 poor=self.poor())
+        d.update(needed_bytes=self.needed_bytes, missing_bytes=self.missing_bytes,
+                 fraction=round(self.fraction, 4), poor=self.poor())
         return d
 
 
