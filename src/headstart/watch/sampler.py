@@ -35,7 +35,7 @@ __all__ = ["TrackedProcess", "TreeSampler", "become_subreaper", "boot_to_monoton
            "delayacct_enabled"]
 
 _PR_SET_CHILD_SUBREAPER = 36
-SAMPLER_NICE = 19  # the sampler thread's nice value: it never competes with the target
+SAMPLER_NICE = 19  # the sampler thread's nice value (what it weighs against: see _loop)
 
 
 def become_subreaper() -> bool:
@@ -210,8 +210,9 @@ class TreeSampler:
             for rec in list(self.procs.values()):
                 if rec.alive:
                     self._read(rec, now)
-                    if not rec.alive:
-                        self._files.pop(rec.pid, procfs.ProcFiles(rec.pid)).close()
+                    files = None if rec.alive else self._files.pop(rec.pid, None)
+                    if files is not None:
+                        files.close()
 
     def close(self) -> None:
         """Close the descriptors kept on live members (``stop`` does)."""
