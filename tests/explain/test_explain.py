@@ -122,7 +122,10 @@ def _check_trace(path: Path, pids: dict, start: dict) -> None:
         assert life[pid]["ts"] + life[pid]["dur"] <= root["ts"] + root["dur"] + 1
     assert abs(doc["otherData"]["ready_us"] - start["ready_s"] * 1e6) < 1_000
     ready = doc["otherData"]["ready_us"]
-    assert life[pids["reader"]]["ts"] + life[pids["reader"]]["dur"] < ready
+    # A process ends where a tick first saw it gone: the reader exited before the root
+    # printed "ready", but on a loaded machine that tick can come a little after it.
+    reader_end = life[pids["reader"]]["ts"] + life[pids["reader"]]["dur"]
+    assert life[pids["reader"]]["ts"] + SPIN_S * 1e6 < reader_end < ready + 250_000
     _check_nesting(events)
 
 
