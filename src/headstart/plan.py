@@ -54,6 +54,8 @@ class StartupPlan(Struct):
     prefetch: bool
     prefetch_reason: str
     preload: tuple[str, ...]
+    # the preload is the adapter's default (not asked for): skipped on a warm start
+    preload_default: bool
     forkserver: bool
     forkserver_reason: str
     forkserver_env: dict[str, str]
@@ -72,7 +74,8 @@ class StartupPlan(Struct):
     FIELDS = (
         ("argv", []), ("launch", None), ("adapter", "generic"), ("model", None),
         ("revision", None), ("cache_dir", None), ("hub", "auto"), ("extra_refs", []),
-        ("prefetch", False), ("prefetch_reason", ""), ("preload", ()), ("forkserver", False),
+        ("prefetch", False), ("prefetch_reason", ""), ("preload", ()),
+        ("preload_default", False), ("forkserver", False),
         ("forkserver_reason", ""), ("forkserver_env", {}), ("start_method_env", None),
         ("trace", None), ("verbose", 0), ("profile_key", None), ("zygote", False),
         ("zygote_reason", ""), ("zygote_preload", ()), ("zygote_env", None), ("notes", ()),
@@ -139,6 +142,7 @@ def build_plan(opts: RunOptions, argv: list[str], env: Mapping[str, str] | None 
         plan.preload = tuple(from_env["preload"])
     elif plan.launch.in_process and facts.loads_weights:
         plan.preload = tuple(facts.preload)
+        plan.preload_default = True
     if not plan.launch.in_process:
         plan.preload = ()  # an exec'd process cannot use our imports
 

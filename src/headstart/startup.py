@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 
     from headstart.plan import StartupPlan
 
-__all__ = ["Started", "profile_exists", "start_background", "start_detached_prefetch"]
+__all__ = ["Started", "preload_now", "profile_exists", "start_background",
+           "start_detached_prefetch"]
 
 
 
@@ -63,6 +64,7 @@ def start_background(plan: StartupPlan) -> Started:
     """Start everything the plan asks for; returns at once, never raises."""
     started = Started()
     replaying = False
+    imports = preload_now(plan)  # this process's; a forkserver's own preload stays
     # The helper replays the profile, or reads the model's whole files (and records a
     # profile meanwhile, unless that is off). From a helper process both stand back while
     # the target reads; a thread of ours could not tell its reads from the target's.
@@ -92,11 +94,11 @@ def start_background(plan: StartupPlan) -> Started:
             _note_failure(started, "profile replay", exc)
     if plan.zygote:
         _start_zygote(plan, started)  # before any thread of ours: it forks
-    if plan.preload:
+    if imports:
         try:
             from headstart.imports.preload import preload
 
-            started.preload = preload(list(plan.preload), on_done=(
+            started.preload = preload(list(imports), on_done=(
                 (lambda: _signal_imports_done(imports_w)) if replaying else None))
         except Exception as exc:
             _note_failure(started, "preload", exc)
@@ -142,6 +144,32 @@ def _start_zygote(plan: StartupPlan, started: Started) -> None:
             _note_failure(started, "zygote", RuntimeError("threads already running"))
     except Exception as exc:
         _note_failure(started, "zygote", exc)
+
+
+def preload_now(plan: StartupPlan) -> tuple[str, ...]:
+    """The packages this process imports in the background: the plan's, but none where
+    they are the adapter's default and the profile's library pages are resident (a warm
+    start: the imports are CPU work a second thread cannot overlap, see profiles/probe.py).
+    Packages asked for (``--preload``, ``HEADSTART_PRELOAD``) are always imported."""
+    if not (plan.preload and plan.preload_default and plan.profile_key):
+        return plan.preload
+    try:
+        from headstart.profiles.probe import libraries_resident
+
+        warm = libraries_resident(plan.profile_key)
+    except Exception:  # never harm the target: preload as before
+        warm = False
+    if not warm:
+        return plan.preload
+    tracer.instant("preload skipped", cat="import", reason="libraries resident")
+    if plan.verbose:
+        _say_now("preload skipped: the profile's library pages are resident")
+    return ()
+
+
+def _say_now(msg: str) -> None:
+    with contextlib.suppress(OSError):
+        os.write(2, f"headstart: {msg}\n".encode())
 
 
 def _signal_imports_done(fd: int) -> None:

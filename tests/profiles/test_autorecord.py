@@ -258,3 +258,47 @@ def test_a_full_disk_while_writing_the_profile_leaves_nothing_behind(setup, tmp_
         assert left == []  # no profile, no temp file (the host lock lives in run/)
     finally:
         subprocess.run(["umount", str(full)], check=False)
+
+
+EARLY = textwrap.dedent("""
+    import mmap, os, socket, sys, time
+    fd = os.open(sys.argv[1], os.O_RDONLY)  # mapped before anyone records: a torch library
+    m = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
+    total = sum(m[i] for i in range(0, 256 * 1024, 4096))  # its first 256 KiB
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen()
+    print("listening", flush=True)
+    time.sleep(float(sys.argv[2]))
+""")
+
+
+def test_a_library_mapped_before_the_recorder_listened_is_in_the_profile(tmp_path, monkeypatch):
+    """A recorder armed late (the target was importing already) still records what the tree
+    maps at readiness, by its touched pages, first in the order."""
+    from headstart.profiles.autorecord import arm, record_live
+    from headstart.profiles.store import load_profile
+
+    monkeypatch.setenv("HEADSTART_CACHE", str(tmp_path / "cache"))
+    lib = make_file(tmp_path / "libearly.so", 4 * MiB)
+    script = tmp_path / "early.py"
+    script.write_text(EARLY)
+    proc = subprocess.Popen([PY, str(script), lib, "30"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().startswith("listening")
+        armed = arm(proc.pid)  # only now
+        later = make_file(tmp_path / "later.json", 64 * 1024)
+        path = record_live(proc.pid, key="generic-early-0123", identity={}, command=[],
+                           quiet=0.5, limit=20, armed=armed)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert path is not None
+    profile = load_profile("generic-early-0123")
+    by_path = {f.path: i for i, f in enumerate(profile.files)}
+    index = by_path[os.path.realpath(lib)]
+    got = sum(n for i, _o, n in profile.ranges if i == index)
+    assert 256 * 1024 <= got < 4 * MiB  # its touched pages (read-around aside), not all
+    assert os.path.realpath(later) not in by_path  # never opened by the tree
+    if armed.recorder.mechanism == "fanotify":
+        assert profile.stats["mapped_before_recorder"] >= 1

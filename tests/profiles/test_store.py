@@ -60,7 +60,9 @@ def test_save_load_roundtrip_mode_0600_and_atomic(tmp_path, cache):
     with pytest.raises(TypeError):
         save_profile(bad)
     assert load_profile(prof.key).ranges == prof.ranges
-    assert os.listdir(os.path.dirname(path)) == [prof.key + ".json"]
+    assert sorted(os.listdir(os.path.dirname(path))) == [prof.key + ".json",
+                                                         prof.key + ".probe"]
+    assert stat.S_IMODE(os.stat(path[:-5] + ".probe").st_mode) == 0o600
     # replacing keeps mode 0600 whatever the umask
     old = os.umask(0)
     try:

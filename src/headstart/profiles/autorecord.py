@@ -37,7 +37,8 @@ from collections.abc import Callable, Collection
 
 from headstart.profiles.weights import WeightSampler
 
-__all__ = ["LIMIT", "QUIET", "ReadyWatch", "TouchSampler", "record_live", "wait_idle"]
+__all__ = ["LIMIT", "QUIET", "Armed", "ReadyWatch", "TouchSampler", "arm", "record_live",
+           "wait_idle"]
 
 QUIET = 1.0
 LIMIT = 600.0
@@ -196,34 +197,58 @@ def _python_roots() -> list[str]:
     return out
 
 
+class Armed:
+    """A recorder already listening (:func:`arm`), with when it started."""
+
+    def __init__(self, recorder, t_start_ns: int, t0: float) -> None:
+        self.recorder, self.t_start_ns, self.t0 = recorder, t_start_ns, t0
+
+
+def arm(target: int, mechanism: str = "auto") -> Armed:
+    """Start recording what the tree of ``target`` opens, now: the target is importing
+    already, and what it opens before this call is only recovered where it still maps it
+    at readiness (see :func:`headstart.profiles.capture.capture`). Raises OSError when the
+    recorder cannot start."""
+    from headstart.profiles.recorders import make_recorder
+
+    t_start, t0 = time.time_ns(), time.monotonic()
+    recorder = make_recorder(mechanism, ["/", *_python_roots(), os.getcwd()],
+                             root_pid=target, include_root=True)
+    recorder.start()
+    return Armed(recorder, t_start, t0)
+
+
 def record_live(target: int, *, key: str, identity: dict, command: list[str],
                 snapshot=None, keep_going: Callable[[], bool] = lambda: True,
                 say: Callable[[str], None] = lambda _m: None, mechanism: str = "auto",
-                quiet: float = QUIET, limit: float = LIMIT) -> str | None:
+                quiet: float = QUIET, limit: float = LIMIT,
+                armed: Armed | None = None) -> str | None:
     """Record the start of ``target`` (a pid, already running) until it is ready; save and
-    return the profile's path, or None (the reason goes to ``say``). Never raises."""
+    return the profile's path, or None (the reason goes to ``say``). ``armed``: the
+    recorder :func:`arm` started earlier (default: one started now). Never raises."""
     try:
         return _record(target, key, identity, command, snapshot, keep_going, say, mechanism,
-                       quiet, limit)
+                       quiet, limit, armed)
     except Exception as exc:  # best-effort by contract: the target is not ours to harm
         say(f"recording a profile failed: {type(exc).__name__}: {exc}")
+        if armed is not None:
+            armed.recorder.stop()
         return None
 
 
 def _record(target, key, identity, command, snapshot, keep_going, say, mechanism, quiet,
-            limit) -> str | None:
+            limit, armed) -> str | None:
     from headstart.profiles.capture import build_profile, capture
-    from headstart.profiles.recorders import make_recorder, tree_pids
+    from headstart.profiles.recorders import tree_pids
     from headstart.profiles.store import dist_names, save_profile
 
-    t_start = time.time_ns()
-    t0 = time.monotonic()
+    armed = armed or arm(target, mechanism)
+    recorder, t_start, t0 = armed.recorder, armed.t_start_ns, armed.t0
     weights = {f.real_path for f in snapshot.weight_files} if snapshot else set()
     roots = _python_roots()
-    mark = ["/", *roots, os.getcwd(), *([snapshot.root] if snapshot else [])]
-    recorder = make_recorder(mechanism, mark, root_pid=target, include_root=True)
+    if snapshot:
+        recorder.mark([snapshot.root])
     touches = TouchSampler(lambda: tree_pids(target, True), weights)
-    recorder.start()
     touches.start()
     captured = None
     watch = ReadyWatch(target, lambda: len(recorder.ordered()), quiet=quiet, limit=limit,

@@ -53,6 +53,7 @@ class Captured:
     files_opened: int  # distinct paths the recorder saw
     skipped_written: int
     trimmed: int  # resident bytes of mapped files dropped as untouched
+    mapped_before_recorder: int  # files added from the tree's mappings, not seen opened
     events: int
     overflow: bool
     weight_samples: int
@@ -96,8 +97,13 @@ def capture(root_pid: int, recorder: Recorder, weight_sampler: WeightSampler | N
     seen = recorder.ordered()
     paths = [s.path for s in seen]
     first_open = {s.path: s.t for s in seen}
+    known = set(paths)
+    # Mapped at readiness but never seen opened: opened before the recorder listened (a
+    # recorder armed by a helper while the target already imports), first in the order.
+    early = [p for p in touched if p not in known]
+    paths = early + paths
+    known.update(early)
     if extra_paths:
-        known = set(paths)
         paths += sorted(p for p in _walk_files(list(extra_paths)) if p not in known)
     files, runs, skipped_written, trimmed = _scan(paths, weights, t_start_ns, touched,
                                                   first_open, whole_weights)
@@ -106,6 +112,7 @@ def capture(root_pid: int, recorder: Recorder, weight_sampler: WeightSampler | N
     return Captured(files=merged, ranges=ranges, mechanism=recorder.mechanism,
                     files_opened=len(seen), skipped_written=skipped_written,
                     trimmed=trimmed, events=recorder.events, overflow=recorder.overflow,
+                    mapped_before_recorder=len(early),
                     weight_samples=times.samples, ready_at=t_ready,
                     scan_seconds=time.monotonic() - t_ready)
 
@@ -186,6 +193,7 @@ def build_profile(captured: Captured, *, key: str, identity: dict, command: list
             "scan_seconds": round(captured.scan_seconds, 3),
             "weight_samples": captured.weight_samples,
             "mapped_bytes_trimmed": captured.trimmed,
+            "mapped_before_recorder": captured.mapped_before_recorder,
             "python": python,
             "interpreter": interpreter,
             "recorder_python": sys.version.split()[0],

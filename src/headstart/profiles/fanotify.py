@@ -83,6 +83,7 @@ class OpenRecorder(BaseRecorder):
         super().__init__(root_pid, include_root)
         self._paths = paths or ["/"]
         self._fd = -1
+        self._devs: set[int] = set()
 
     def start(self) -> None:
         """Mark the filesystems holding ``paths``; raises OSError when not permitted."""
@@ -94,24 +95,32 @@ class OpenRecorder(BaseRecorder):
             err = ctypes.get_errno()
             raise OSError(err, f"fanotify_init: {os.strerror(err)}")
         self._fd = fd
-        devs: set[int] = set()
-        for p in self._paths:
+        try:
+            self.mark(self._paths)
+        except OSError:
+            os.close(fd)
+            self._fd = -1
+            raise
+        self._thread = threading.Thread(target=self._loop, name="headstart-fanotify",
+                                        daemon=True)
+        self._thread.start()
+
+    def mark(self, paths: list[str]) -> None:
+        """Also watch the filesystems holding ``paths`` (those not watched yet); a path that
+        does not exist is skipped. Raises OSError when the kernel refuses a mark."""
+        lib = _libc()
+        for p in paths:
             try:
                 dev = os.stat(p).st_dev
             except OSError:
                 continue
-            if dev in devs:
+            if dev in self._devs:
                 continue
-            devs.add(dev)
-            if lib.fanotify_mark(fd, _FAN_MARK_ADD | _FAN_MARK_FILESYSTEM,
+            if lib.fanotify_mark(self._fd, _FAN_MARK_ADD | _FAN_MARK_FILESYSTEM,
                                  _FAN_OPEN | _FAN_OPEN_EXEC, _AT_FDCWD, os.fsencode(p)) != 0:
                 err = ctypes.get_errno()
-                os.close(fd)
-                self._fd = -1
                 raise OSError(err, f"fanotify_mark {p}: {os.strerror(err)}")
-        self._thread = threading.Thread(target=self._loop, name="headstart-fanotify",
-                                        daemon=True)
-        self._thread.start()
+            self._devs.add(dev)
 
     def _drain(self) -> int:
         n = 0

@@ -8,6 +8,7 @@ and the next one is tried; nothing is raised.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable
 
@@ -129,6 +130,7 @@ def replay_profile(key: str, refs: list[tuple[str, str | None]], *, cache_dir: s
             info["found"] = profile is not None
             if profile is None:
                 return False
+            _ensure_probe(profile)
             if looks_resident(unchecked(profile)):
                 # warm start: nothing to read, so no need to check the files either
                 info["resident"] = True
@@ -174,3 +176,10 @@ def replay_profile(key: str, refs: list[tuple[str, str | None]], *, cache_dir: s
             on_error(f"profile {key}", exc)
         return False
 
+
+def _ensure_probe(profile) -> None:
+    """A profile saved before probes existed gets its ``KEY.probe`` now (see probe.py)."""
+    from headstart.profiles.probe import probe_path, write_probe
+
+    if not os.path.exists(probe_path(profile.key)):
+        write_probe(profile)

@@ -55,6 +55,9 @@ class Recorder(Protocol):
 
     def ordered(self) -> list[Seen]: ...
 
+    def mark(self, paths: list[str]) -> None:
+        """Also watch the files under ``paths`` (after ``start``)."""
+
 
 class ProcessTree:
     """Is a pid in the tree rooted at ``root``? Descendants always are; the root itself
@@ -131,6 +134,9 @@ class BaseRecorder:
     def ordered(self) -> list[Seen]:
         with self._lock:
             return sorted(self.seen.values(), key=lambda s: s.order)
+
+    def mark(self, paths: list[str]) -> None:
+        """Nothing to add where every file of the tree is seen (maps sampling)."""
 
 
 class MapsSampler(BaseRecorder):

@@ -88,10 +88,17 @@ def _lower_io_priority() -> None:
 
 
 def main(argv: list[str]) -> int:
-    from headstart.profiles.model_prefetch import prefetch_refs, replay_profile
-
     spec = json.loads(argv[0])
     parent = int(spec["parent"])
+    key = spec.get("profile")
+    why = _why_record(key) if key else None
+    # A start that records: listen first, at the target's priority. The target imports
+    # meanwhile, and what it opens before the recorder listens is lost unless still mapped
+    # at readiness (a recorder armed after this helper's own imports, on a cold disk and at
+    # nice 10, missed the first 1.8 s: the stdlib and all of torch's libraries).
+    armed = _arm(parent) if key and why is not None and spec.get("record") else None
+    from headstart.profiles.model_prefetch import prefetch_refs, replay_profile
+
     _lower_cpu_priority(parent)
     _lower_io_priority()
     if spec.get("trace"):
@@ -106,8 +113,6 @@ def main(argv: list[str]) -> int:
     imports_fd = spec.get("imports_fd")
     imports_done = _fd_signal(imports_fd) if isinstance(imports_fd, int) else None
     say = _say if spec.get("verbose") else (lambda _m: None)
-    key = spec.get("profile")
-    why = _why_record(key) if key else None
     if key and why is None and replay_profile(
             key, refs, imports_done=imports_done, target=parent,
             on_coverage=lambda cov: say(cov.describe()), **where):
@@ -115,7 +120,7 @@ def main(argv: list[str]) -> int:
     recording = None
     if key and spec.get("record"):
         recording = _record_in_background(spec, refs, why or "the profile was not usable",
-                                          where, say)
+                                          where, say, armed)
     from headstart.watch.tree_io import TreeReads
 
     reads = TreeReads(parent)
@@ -139,7 +144,18 @@ def _why_record(key: str) -> str | None:
     return rerecord_reason(key)
 
 
-def _record_in_background(spec: dict, refs: list, why: str, where: dict, say):
+def _arm(target: int):
+    """The recorder, listening (``autorecord.arm``); None when it cannot start (the
+    recording then tries again, and says why)."""
+    try:
+        from headstart.profiles.autorecord import arm
+
+        return arm(target)
+    except Exception:
+        return None
+
+
+def _record_in_background(spec: dict, refs: list, why: str, where: dict, say, armed=None):
     """Start recording this start's profile in a thread of this helper (the target is not
     ours: it is watched by pid)."""
     import threading
@@ -158,7 +174,7 @@ def _record_in_background(spec: dict, refs: list, why: str, where: dict, say):
                 say(f"recording without the model ({exc})")
         record_live(int(spec["parent"]), key=spec["profile"], identity=spec["identity"],
                     command=list(spec.get("command") or []), snapshot=snapshot,
-                    keep_going=where["keep_going"], say=say)
+                    keep_going=where["keep_going"], say=say, armed=armed)
 
     say(f"recording a startup profile during this start ({why})")
     thread = threading.Thread(target=work, name="headstart-record", daemon=True)

@@ -128,6 +128,9 @@ def save_profile(profile: Profile) -> str:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    from headstart.profiles.probe import write_probe
+
+    write_probe(profile)
     return path
 
 
@@ -155,9 +158,11 @@ def list_profiles() -> list[tuple[str, Profile | None]]:
 def remove_profile(key: str) -> bool:
     """Remove the profile and what its replays measured; False when there was none."""
     from headstart.profiles.coverage import coverage_path
+    from headstart.profiles.probe import probe_path
 
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(coverage_path(key))
+    for sidecar in (coverage_path(key), probe_path(key)):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(sidecar)
     try:
         os.unlink(profile_path(key))
     except FileNotFoundError:
