@@ -4,6 +4,7 @@
 # cell, interleaved, cold = model and Python environment evicted). As root (disk throttle).
 #
 #   bash benchmarks/cold_start_matrix.sh [OUT]          # about 75 minutes on 2 cores
+#   CELLS="R1-300MB reversed-300MB" bash benchmarks/cold_start_matrix.sh [OUT]   # a few
 #
 # 1. a first start with no profile (a fresh HEADSTART_CACHE every run; with and without the
 #    recording it makes), 2. recording R1 made by `headstart run` itself, benched at 150 MB/s,
@@ -47,32 +48,42 @@ auto_record() {  # MODEL: one cold `headstart run` start at 300 MB/s, which reco
   sleep 4; [ -n "$(keys_of "$1")" ] && echo "recorded: $(keys_of "$1")" || echo "no profile recorded for $1"
 }
 
+# CELLS="R1-300MB warm-8 reversed-300MB": only those cells (and the recordings they need)
+CELLS=${CELLS:-all}
+want() { local c; for c in "$@"; do
+  [ "$CELLS" = all ] || [[ " $CELLS " == *" $c "* ]] && return 0; done; return 1; }
+cell() { want "$1" && bench "$@"; return 0; }  # NAME MODEL BPS MODES [options...]
+
 M=${MODEL:-/tmp/demo2g-f32}
 [ -d "$M" ] || headstart demo-model "$M" --size 2G --dtype float32
-auto_record "$M"                                     # R1
-bench R1-300MB "$M" 300MB cold,warm
+if want R1-300MB R1-150MB R1-1GB R1-none warm-8; then
+  auto_record "$M"                                   # R1
+  cell R1-300MB "$M" 300MB cold,warm
+fi
 # shellcheck disable=SC2016
-bench first-start "$M" 300MB cold \
+cell first-start "$M" 300MB cold \
   --no-headstart-variant \
   --variant "first=sh -c 'HEADSTART_CACHE=\$(mktemp -d) exec $PY -m headstart run -- $(serve "$M")'" \
   --variant "first-norecord=sh -c 'HEADSTART_AUTO_RECORD=0 HEADSTART_CACHE=\$(mktemp -d) exec $PY -m headstart run -- $(serve "$M")'"
 
-for bps in 150MB 1GB none; do bench "R1-$bps" "$M" "$bps" cold,warm; done
-bench warm-8 "$M" none warm --runs 8                 # warm: median of 8 runs each
+for bps in 150MB 1GB none; do cell "R1-$bps" "$M" "$bps" cold,warm; done
+cell warm-8 "$M" none warm --runs 8                  # warm: median of 8 runs each
 for r in R2 R3; do
+  want "$r-300MB" "$r-150MB" "$r-1GB" "$r-none" || continue
   fresh_profile "$M"
   headstart record --ready-request "$URL" "$(body "$M")" -- $(serve "$M") | grep -E 'ready after|bytes'
-  bench "$r-300MB" "$M" 300MB cold,warm
+  cell "$r-300MB" "$M" 300MB cold,warm
   # warm does not depend on the throttle (nothing is read): the 300 MB/s cell's warm is the
   # limit of these cold-only cells too
-  for bps in 150MB 1GB none; do bench "$r-$bps" "$M" "$bps" cold; done
+  for bps in 150MB 1GB none; do cell "$r-$bps" "$M" "$bps" cold; done
 done
 
 for layout in save_pretrained reversed; do
+  want "$layout-300MB" || continue
   L=/tmp/demo2g-$layout
   [ -d "$L" ] || python benchmarks/relayout_model.py "$M" "$L" --layout "$layout"
   auto_record "$L"
-  bench "$layout-300MB" "$L" 300MB cold,warm
+  cell "$layout-300MB" "$L" 300MB cold,warm
 done
 
 "$PY" benchmarks/matrix_table.py "$OUT"              # README's tables from this run
