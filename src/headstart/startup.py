@@ -211,6 +211,27 @@ def _records_profile(plan: StartupPlan) -> bool:
     return bool(plan.profile_key) and plan.prefetch and auto_record()
 
 
+def _open_recorder(plan: StartupPlan) -> dict | None:
+    """On a start that records its first profile, as root: a fanotify group watching the
+    filesystems of this interpreter's installation and the working folder, opened here so
+    that the helper's recorder misses none of the target's opens (armed in the helper, on
+    a cold disk, it listened only after torch's libraries were loaded). ~1 ms, ctypes and
+    os only; None otherwise (the helper arms its own)."""
+    if not (_records_profile(plan) and not profile_exists(plan.profile_key)):
+        return None
+    import sys
+    import time
+
+    from headstart.profiles.fanotify_fd import open_marked
+
+    t_start_ns, t0 = time.time_ns(), time.monotonic()
+    got = open_marked(["/", sys.prefix, os.getcwd()])
+    if got is None:
+        return None
+    tracer.instant("recorder listening", cat="prefetch", where="headstart run")
+    return {"fd": got[0], "devs": sorted(got[1]), "t0": t0, "t_start_ns": t_start_ns}
+
+
 def _identity(plan: StartupPlan) -> dict | None:
     if not plan.profile_key:
         return None
@@ -254,10 +275,19 @@ def start_detached_prefetch(plan: StartupPlan, *, exec_helper: bool = True,
             "identity": _identity(plan), "command": list(plan.argv),
             # the same file: each writer merges what the other wrote (see trace.py)
             "trace": os.path.abspath(plan.trace) if plan.trace else None}
+    # a forked helper inherits a recorder listening from before the target's first import
+    spec["recorder"] = None if exec_helper else _open_recorder(plan)
     argv = [sys.executable, "-m", "headstart.profiles.replay_helper", json.dumps(spec)]
     from headstart.procs.launch import fork_deferring_signals
 
-    pid, mask = fork_deferring_signals()
+    try:
+        pid, mask = fork_deferring_signals()
+    except BaseException:
+        if spec["recorder"]:
+            os.close(spec["recorder"]["fd"])
+        raise
+    if pid != 0 and spec["recorder"]:
+        os.close(spec["recorder"]["fd"])  # the helper's now: the target must not hold it
     if pid == 0:  # pragma: no cover - runs in the forked child
         try:
             import signal

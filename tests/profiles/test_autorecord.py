@@ -302,3 +302,43 @@ def test_a_library_mapped_before_the_recorder_listened_is_in_the_profile(tmp_pat
     assert os.path.realpath(later) not in by_path  # never opened by the tree
     if armed.recorder.mechanism == "fanotify":
         assert profile.stats["mapped_before_recorder"] >= 1
+
+
+FIRST_LINE = textwrap.dedent("""
+    import socket, sys, time
+    with open(sys.argv[1], "rb") as fh:  # the target's very first read, closed at once
+        fh.read()
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen()
+    print("listening", flush=True)
+    time.sleep(30)
+""")
+
+
+@pytest.mark.root
+def test_the_targets_first_read_is_recorded(setup, tmp_path):
+    """As root, headstart run opens the fanotify group itself before the target runs: a file
+    the target reads and closes on its first line is in the profile (a recorder armed by the
+    helper listened only after such reads)."""
+    if os.geteuid() != 0:
+        pytest.skip("fanotify needs root")
+    from headstart.profiles.store import Profile
+
+    script = tmp_path / "first_line.py"
+    script.write_text(FIRST_LINE)
+    first = make_file(tmp_path / "first.json", 256 * 1024)
+    proc = subprocess.Popen([PY, "-m", "headstart", "run", "-v", "--model", setup["model"],
+                             "--", PY, str(script), first], env=setup["env"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().startswith("listening")
+        path = _wait_for_profile(setup["cache"])
+        assert path is not None, "no profile was recorded"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    with open(path) as fh:
+        profile = Profile.from_dict(json.load(fh))
+    assert profile.mechanism == "fanotify"
+    assert os.path.realpath(first) in {f.path for f in profile.files}

@@ -204,16 +204,21 @@ class Armed:
         self.recorder, self.t_start_ns, self.t0 = recorder, t_start_ns, t0
 
 
-def arm(target: int, mechanism: str = "auto") -> Armed:
-    """Start recording what the tree of ``target`` opens, now: the target is importing
-    already, and what it opens before this call is only recovered where it still maps it
-    at readiness (see :func:`headstart.profiles.capture.capture`). Raises OSError when the
-    recorder cannot start."""
+def arm(target: int, mechanism: str = "auto", adopt: dict | None = None) -> Armed:
+    """Start recording what the tree of ``target`` opens, now: what it opened before is
+    only recovered where it still maps it at readiness (see
+    :func:`headstart.profiles.capture.capture`). ``adopt``: the fanotify group ``headstart
+    run`` opened before the target's first import (``{"fd", "devs", "t0", "t_start_ns"}``),
+    which misses nothing. Raises OSError when the recorder cannot start."""
     from headstart.profiles.recorders import make_recorder
 
     t_start, t0 = time.time_ns(), time.monotonic()
+    group = None
+    if adopt is not None:
+        t_start, t0 = int(adopt["t_start_ns"]), float(adopt["t0"])
+        group = (int(adopt["fd"]), set(adopt["devs"]), t0)
     recorder = make_recorder(mechanism, ["/", *_python_roots(), os.getcwd()],
-                             root_pid=target, include_root=True)
+                             root_pid=target, include_root=True, adopt=group)
     recorder.start()
     return Armed(recorder, t_start, t0)
 

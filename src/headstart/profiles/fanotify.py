@@ -18,7 +18,6 @@ The fallback without root, :class:`~headstart.profiles.recorders.MapsSampler`, a
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import select
@@ -26,6 +25,7 @@ import stat
 import struct
 import threading
 
+from headstart.profiles import fanotify_fd
 from headstart.profiles.recorders import BaseRecorder, MapsSampler, Seen
 
 # MapsSampler and Seen live in recorders; still importable from here.
@@ -33,42 +33,17 @@ __all__ = ["MapsSampler", "OpenRecorder", "Seen", "fanotify_available"]
 
 log = logging.getLogger(__name__)
 
-_FAN_CLASS_NOTIF = 0x0
-_FAN_CLOEXEC = 0x1
-_FAN_NONBLOCK = 0x2
-_FAN_UNLIMITED_QUEUE = 0x10
-_FAN_MARK_ADD = 0x1
-_FAN_MARK_FILESYSTEM = 0x100
-_FAN_OPEN = 0x20
-_FAN_OPEN_EXEC = 0x1000
-_FAN_Q_OVERFLOW = 0x4000
-_AT_FDCWD = -100
 _EVENT = struct.Struct("IBBHQii")  # struct fanotify_event_metadata
-
-
-def _libc() -> ctypes.CDLL:
-    from headstart.pagecache.syscalls import libc
-
-    lib = libc()
-    lib.fanotify_init.argtypes = [ctypes.c_uint, ctypes.c_uint]
-    lib.fanotify_init.restype = ctypes.c_int
-    lib.fanotify_mark.argtypes = [ctypes.c_int, ctypes.c_uint, ctypes.c_uint64, ctypes.c_int,
-                                  ctypes.c_char_p]
-    lib.fanotify_mark.restype = ctypes.c_int
-    return lib
 
 
 def fanotify_available() -> tuple[bool, str]:
     """(usable, why not). Needs CAP_SYS_ADMIN; probed by creating a group."""
     try:
-        lib = _libc()
-        fd = lib.fanotify_init(_FAN_CLASS_NOTIF | _FAN_CLOEXEC, os.O_RDONLY)
-    except (OSError, AttributeError) as exc:
+        os.close(fanotify_fd.open_fd(fanotify_fd.FAN_CLASS_NOTIF | fanotify_fd.FAN_CLOEXEC))
+    except AttributeError as exc:
         return False, f"fanotify unavailable: {exc}"
-    if fd < 0:
-        err = ctypes.get_errno()
-        return False, f"fanotify_init: {os.strerror(err)} (needs root)"
-    os.close(fd)
+    except OSError as exc:
+        return False, f"{exc.strerror or exc} (needs root)"
     return True, ""
 
 
@@ -79,26 +54,27 @@ class OpenRecorder(BaseRecorder):
     mechanism = "fanotify"
 
     def __init__(self, paths: list[str] | None = None, root_pid: int | None = None,
-                 include_root: bool | None = None) -> None:
+                 include_root: bool | None = None,
+                 adopt: tuple[int, set[int], float] | None = None) -> None:
+        """``adopt``: ``(fd, devices marked, time.monotonic() it was opened)`` of a group
+        opened by :func:`headstart.profiles.fanotify_fd.open_marked` (in ``headstart run``,
+        before the target's first import); it is this recorder's from then on."""
         super().__init__(root_pid, include_root)
         self._paths = paths or ["/"]
         self._fd = -1
         self._devs: set[int] = set()
+        if adopt is not None:
+            self._fd, devs, self.t0 = adopt
+            self._devs = set(devs)
 
     def start(self) -> None:
         """Mark the filesystems holding ``paths``; raises OSError when not permitted."""
-        lib = _libc()
-        fd = lib.fanotify_init(_FAN_CLASS_NOTIF | _FAN_CLOEXEC | _FAN_NONBLOCK
-                               | _FAN_UNLIMITED_QUEUE,
-                               os.O_RDONLY | os.O_LARGEFILE | os.O_CLOEXEC)
-        if fd < 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"fanotify_init: {os.strerror(err)}")
-        self._fd = fd
+        if self._fd < 0:
+            self._fd = fanotify_fd.open_fd()
         try:
             self.mark(self._paths)
         except OSError:
-            os.close(fd)
+            os.close(self._fd)
             self._fd = -1
             raise
         self._thread = threading.Thread(target=self._loop, name="headstart-fanotify",
@@ -108,19 +84,14 @@ class OpenRecorder(BaseRecorder):
     def mark(self, paths: list[str]) -> None:
         """Also watch the filesystems holding ``paths`` (those not watched yet); a path that
         does not exist is skipped. Raises OSError when the kernel refuses a mark."""
-        lib = _libc()
         for p in paths:
             try:
                 dev = os.stat(p).st_dev
             except OSError:
                 continue
-            if dev in self._devs:
-                continue
-            if lib.fanotify_mark(self._fd, _FAN_MARK_ADD | _FAN_MARK_FILESYSTEM,
-                                 _FAN_OPEN | _FAN_OPEN_EXEC, _AT_FDCWD, os.fsencode(p)) != 0:
-                err = ctypes.get_errno()
-                raise OSError(err, f"fanotify_mark {p}: {os.strerror(err)}")
-            self._devs.add(dev)
+            if dev not in self._devs:
+                fanotify_fd.mark(self._fd, p)
+                self._devs.add(dev)
 
     def _drain(self) -> int:
         n = 0
@@ -139,7 +110,7 @@ class OpenRecorder(BaseRecorder):
                 length, _ver, _res, _mlen, mask, efd, pid = _EVENT.unpack_from(buf, off)
                 off += max(length, _EVENT.size)
                 n += 1
-                if mask & _FAN_Q_OVERFLOW:
+                if mask & fanotify_fd.FAN_Q_OVERFLOW:
                     self.overflow = True
                 if efd < 0:
                     continue

@@ -184,17 +184,20 @@ def resolve_mechanism(mechanism: str) -> str:
 
 
 def make_recorder(mechanism: str, mark_paths: list[str], root_pid: int | None = None,
-                  include_root: bool | None = None) -> Recorder:
+                  include_root: bool | None = None,
+                  adopt: tuple[int, set[int], float] | None = None) -> Recorder:
     """A recorder of the tree rooted at ``root_pid`` (default: this process).
 
     ``mechanism``: ``"fanotify"`` (root; it marks the filesystems holding ``mark_paths``),
     ``"maps"`` or ``"auto"``. Raises ValueError for another name. Not started yet.
+    ``adopt``: a fanotify group already listening (see ``OpenRecorder``): fanotify it is.
     """
-    mechanism = resolve_mechanism(mechanism)
+    mechanism = "fanotify" if adopt is not None else resolve_mechanism(mechanism)
     if mechanism == "fanotify":
         from headstart.profiles.fanotify import OpenRecorder
 
-        return OpenRecorder(mark_paths, root_pid=root_pid, include_root=include_root)
+        return OpenRecorder(mark_paths, root_pid=root_pid, include_root=include_root,
+                            adopt=adopt)
     if mechanism == "maps":
         return MapsSampler(root_pid=root_pid, include_root=include_root)
     raise ValueError(f"unknown mechanism {mechanism!r} (fanotify, maps, auto)")

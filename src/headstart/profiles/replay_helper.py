@@ -92,11 +92,19 @@ def main(argv: list[str]) -> int:
     parent = int(spec["parent"])
     key = spec.get("profile")
     why = _why_record(key) if key else None
-    # A start that records: listen first, at the target's priority. The target imports
-    # meanwhile, and what it opens before the recorder listens is lost unless still mapped
-    # at readiness (a recorder armed after this helper's own imports, on a cold disk and at
-    # nice 10, missed the first 1.8 s: the stdlib and all of torch's libraries).
-    armed = _arm(parent) if key and why is not None and spec.get("record") else None
+    # A start that records: listen first, at the target's priority (unless headstart run
+    # already opened the group). The target imports meanwhile, and what it opens before the
+    # recorder listens is lost unless still mapped at readiness (a recorder armed after this
+    # helper's own imports, on a cold disk and at nice 10, missed the first 1.8 s: the
+    # stdlib and all of torch's libraries).
+    group = spec.get("recorder")  # a fanotify group headstart run opened for us
+    if key and why is not None and spec.get("record"):
+        armed = _arm(parent, group)
+    else:
+        armed = None
+        if group:
+            with contextlib.suppress(OSError):
+                os.close(int(group["fd"]))
     from headstart.profiles.model_prefetch import prefetch_refs, replay_profile
 
     _lower_cpu_priority(parent)
@@ -144,14 +152,17 @@ def _why_record(key: str) -> str | None:
     return rerecord_reason(key)
 
 
-def _arm(target: int):
-    """The recorder, listening (``autorecord.arm``); None when it cannot start (the
-    recording then tries again, and says why)."""
+def _arm(target: int, group: dict | None):
+    """The recorder, listening (``autorecord.arm``, adopting ``group`` when given); None
+    when it cannot start (the recording then tries again, and says why)."""
     try:
         from headstart.profiles.autorecord import arm
 
-        return arm(target)
+        return arm(target, adopt=group)
     except Exception:
+        if group:
+            with contextlib.suppress(OSError):
+                os.close(int(group["fd"]))
         return None
 
 
