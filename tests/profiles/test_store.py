@@ -259,6 +259,36 @@ def test_a_resident_profile_is_not_validated_file_by_file(tmp_path):
     assert "resident" not in lookup["args"] and lookup["args"]["stale_files"] == 1
 
 
+def test_a_nearly_warm_profile_reads_back_what_was_reclaimed_without_validation(tmp_path):
+    """A warm start whose page cache lost a few pages since (DAMON pageout): the missing
+    pages are read back, with no stat of every file and no coverage watch."""
+    from _pagecache_util import MiB, make_file, require_disk, resident
+    from headstart.profiles.model_prefetch import replay_profile
+    from headstart.trace import tracer
+
+    require_disk(tmp_path)
+    prof = _profile(tmp_path, n=2, key="generic-nearly-0123")
+    weights = make_file(tmp_path / "model.safetensors", 32 * MiB)
+    st = os.stat(weights)
+    prof.files[1] = FileEntry(path=weights, size=st.st_size, mtime_ns=st.st_mtime_ns,
+                              inode=st.st_ino, role="weights")
+    prof.ranges = [(0, 0, 4096), (1, 0, 32 * MiB)]
+    save_profile(prof)
+    for f in prof.files:
+        with open(f.path, "rb") as fh:
+            fh.read()
+    fd = os.open(weights, os.O_RDONLY)
+    os.posix_fadvise(fd, 8 * MiB, 256 * 1024, os.POSIX_FADV_DONTNEED)  # 0.8 % reclaimed
+    os.close(fd)
+    assert resident(weights) == 32 * MiB - 256 * 1024
+    assert replay_profile(prof.key, [], cache_dir=None, hub="auto", target=os.getpid())
+    lookup = [e for e in tracer.events() if e["name"] == "profile lookup"][-1]
+    assert lookup["args"]["nearly_warm"] == 256 * 1024 and "usable" not in lookup["args"]
+    assert resident(weights) == 32 * MiB
+    assert not os.path.exists(str(tmp_path / "cache" / "profiles" / (prof.key +
+                                                                     ".coverage.json")))
+
+
 def test_profile_key_names_the_installation_not_the_interpreter_alias(tmp_path):
     """python, python3 and python3.11 of one venv read the same files: one profile."""
     from headstart.profiles.key import identity_for, key_for

@@ -102,6 +102,10 @@ def read_ahead_of(snap, target_reads, imports_done: Callable[[float], bool] | No
     return stats
 
 
+# this much missing of the ranges checked is still a warm start
+NEARLY_WARM_BYTES, NEARLY_WARM_SHARE = 64 * 2**20, 0.02
+
+
 def replay_profile(key: str, refs: list[tuple[str, str | None]], *, cache_dir: str | None,
                    hub: str, on_handle: Callable[[Prefetch], object] = lambda _h: None,
                    keep_going: Callable[[], bool] = lambda: True,
@@ -121,7 +125,7 @@ def replay_profile(key: str, refs: list[tuple[str, str | None]], *, cache_dir: s
     snapshot is refused. Returns True when the profile was used (or another process on this
     host replays it), False when the caller should fall back to :func:`prefetch_refs`.
     """
-    from headstart.profiles.replay import looks_resident, replay
+    from headstart.profiles.replay import missing_bytes, replay
     from headstart.profiles.store import load_profile, unchecked, validate
 
     try:
@@ -131,11 +135,22 @@ def replay_profile(key: str, refs: list[tuple[str, str | None]], *, cache_dir: s
             if profile is None:
                 return False
             _ensure_probe(profile)
-            if looks_resident(unchecked(profile)):
+            everything = unchecked(profile)
+            gap = missing_bytes(everything)
+            if gap is not None and gap[0] == 0:
                 # warm start: nothing to read, so no need to check the files either
                 info["resident"] = True
                 tracer.instant("replay skipped", cat="prefetch",
                                reason="profile already resident")
+                return True
+            if gap is not None and gap[0] <= min(NEARLY_WARM_BYTES,
+                                                 NEARLY_WARM_SHARE * gap[1]):
+                # A warm start whose few pages the kernel reclaimed since (this VM's DAMON
+                # pageout takes tens of MB): read them back at full speed, without a stat of
+                # every file or a coverage watch (a warm start says nothing of the profile),
+                # which only take CPU from the target.
+                info["nearly_warm"] = gap[0]
+                replay(everything, on_handle=on_handle, cancelled=lambda: not keep_going())
                 return True
             snap = None
             if refs:

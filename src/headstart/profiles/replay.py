@@ -24,7 +24,7 @@ from typing import Any
 from headstart.profiles.store import Validated
 from headstart.trace import tracer
 
-__all__ = ["looks_resident", "readahead_by_options", "replay"]
+__all__ = ["looks_resident", "missing_bytes", "readahead_by_options", "replay"]
 
 log = logging.getLogger(__name__)
 
@@ -34,15 +34,26 @@ def looks_resident(validated: Validated, sample: int = 64) -> bool:
     are fully cached: a warm start, where walking thousands of files would only take CPU
     from the target. ~70 cachestat calls; False when anything is missing or unknown
     (no cachestat: mincore is not asked, it cannot always be trusted)."""
+    gap = missing_bytes(validated, sample)
+    return gap is not None and gap[0] == 0
+
+
+def missing_bytes(validated: Validated, sample: int = 64) -> tuple[int, int] | None:
+    """``(missing, checked)``: bytes not cached of every weight range and ``sample`` library
+    ranges spread over the profile (what :func:`looks_resident` checks), and the bytes
+    checked; None when residency is unknown."""
     from headstart.pagecache.residency import file_residency
 
     libs = validated.libraries
     step = max(1, len(libs) // sample)
+    missing = checked = 0
     for r in [*validated.weights, *libs[::step]]:
         f = file_residency(r.path, r.offset, r.length)
-        if f.error is not None or not f.exact or f.resident < f.size:
-            return False
-    return True
+        if f.error is not None or not f.exact:
+            return None
+        missing += max(0, f.size - f.resident)
+        checked += f.size
+    return missing, checked
 
 
 def replay(validated: Validated, *, library_workers: int | None = None,
