@@ -259,9 +259,9 @@ def test_a_resident_profile_is_not_validated_file_by_file(tmp_path):
     assert "resident" not in lookup["args"] and lookup["args"]["stale_files"] == 1
 
 
-def test_a_nearly_warm_profile_reads_back_what_was_reclaimed_without_validation(tmp_path):
+def test_a_nearly_warm_profile_reads_back_what_was_reclaimed_and_watches_nothing(tmp_path):
     """A warm start whose page cache lost a few pages since (DAMON pageout): the missing
-    pages are read back, with no stat of every file and no coverage watch."""
+    pages are read back (from files still as recorded), with no coverage watch."""
     from _pagecache_util import MiB, make_file, require_disk, resident
     from headstart.profiles.model_prefetch import replay_profile
     from headstart.trace import tracer
@@ -283,7 +283,7 @@ def test_a_nearly_warm_profile_reads_back_what_was_reclaimed_without_validation(
     assert resident(weights) == 32 * MiB - 256 * 1024
     assert replay_profile(prof.key, [], cache_dir=None, hub="auto", target=os.getpid())
     lookup = [e for e in tracer.events() if e["name"] == "profile lookup"][-1]
-    assert lookup["args"]["nearly_warm"] == 256 * 1024 and "usable" not in lookup["args"]
+    assert lookup["args"]["nearly_warm"] == 256 * 1024 and lookup["args"]["usable"]
     assert resident(weights) == 32 * MiB
     assert not os.path.exists(str(tmp_path / "cache" / "profiles" / (prof.key +
                                                                      ".coverage.json")))

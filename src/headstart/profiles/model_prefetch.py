@@ -143,15 +143,14 @@ def replay_profile(key: str, refs: list[tuple[str, str | None]], *, cache_dir: s
                 tracer.instant("replay skipped", cat="prefetch",
                                reason="profile already resident")
                 return True
-            if gap is not None and gap[0] <= min(NEARLY_WARM_BYTES,
-                                                 NEARLY_WARM_SHARE * gap[1]):
-                # A warm start whose few pages the kernel reclaimed since (this VM's DAMON
-                # pageout takes tens of MB): read them back at full speed, without a stat of
-                # every file or a coverage watch (a warm start says nothing of the profile),
-                # which only take CPU from the target.
+            # A warm start whose few pages the kernel reclaimed since (this VM's DAMON
+            # pageout takes tens of MB): read them back at full speed and watch nothing
+            # (a warm start's coverage says nothing of the profile; sampling the target's
+            # tree for the whole start only takes CPU from it).
+            nearly_warm = gap is not None and gap[0] <= min(NEARLY_WARM_BYTES,
+                                                            NEARLY_WARM_SHARE * gap[1])
+            if nearly_warm:
                 info["nearly_warm"] = gap[0]
-                replay(everything, on_handle=on_handle, cancelled=lambda: not keep_going())
-                return True
             snap = None
             if refs:
                 ref, revision = refs[0]
@@ -166,6 +165,12 @@ def replay_profile(key: str, refs: list[tuple[str, str | None]], *, cache_dir: s
         if lock is None:
             tracer.instant("prefetch skipped", cat="prefetch", key=key,
                            reason="another process on this host prefetches it")
+            return True
+        if nearly_warm:
+            try:
+                replay(checked, on_handle=on_handle, cancelled=lambda: not keep_going())
+            finally:
+                lock.release()
             return True
         reads = None
         if target is not None:
