@@ -83,7 +83,10 @@ def test_status_table_and_json(model):
     doc = json.loads(hs("status", str(root), "--json").stdout)
     assert set(doc) == {"targets", "files", "total"}
     by_name = {f["name"]: f for f in doc["files"]}
-    assert by_name["model-00001-of-00002.safetensors"]["resident"] == 4 * MiB
+    # between the two status calls a reclaim daemon (this VM's DAMON pageout: page-cache
+    # pages no process maps look idle to it) took a page of the shard once on CI
+    assert 4 * MiB - 64 * 1024 <= by_name["model-00001-of-00002.safetensors"]["resident"] \
+        <= 4 * MiB
     assert by_name["model-00002-of-00002.safetensors"]["resident"] == 0
     # fincore counts whole pages; status counts bytes of the file (never over 100 %)
     assert doc["total"]["resident"] == sum(min(f["size"], -(-fincore_bytes(f["path"]) // 4096)
