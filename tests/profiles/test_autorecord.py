@@ -83,17 +83,24 @@ def _wait_for_profile(cache, timeout: float = 30.0, newer_than: float = 0.0) -> 
     return None
 
 
-def test_a_start_without_a_profile_records_one(setup):
-    from headstart.profiles.store import Profile
-
-    proc = _start(setup)
+def _until_recorded(proc: subprocess.Popen, cache) -> tuple[str, str]:
+    """Wait until the server listens and its profile is written, then stop it (SIGTERM):
+    the profile's path and the server's stderr."""
     try:
         assert proc.stdout.readline().startswith("listening")
-        path = _wait_for_profile(setup["cache"])
+        path = _wait_for_profile(cache)
         assert path is not None, "no profile was recorded"
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
+    return path, err
+
+
+def test_a_start_without_a_profile_records_one(setup):
+    from headstart.profiles.store import Profile
+
+    proc = _start(setup)
+    path, err = _until_recorded(proc, setup["cache"])
     assert proc.returncode == -signal.SIGTERM  # the target's own death, passed through
     assert "recorded startup profile" in err
     with open(path) as fh:
@@ -331,13 +338,7 @@ def test_the_targets_first_read_is_recorded(setup, tmp_path):
     proc = subprocess.Popen([PY, "-m", "headstart", "run", "-v", "--model", setup["model"],
                              "--", PY, str(script), first], env=setup["env"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout.readline().startswith("listening")
-        path = _wait_for_profile(setup["cache"])
-        assert path is not None, "no profile was recorded"
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=30)
+    path, _err = _until_recorded(proc, setup["cache"])
     with open(path) as fh:
         profile = Profile.from_dict(json.load(fh))
     assert profile.mechanism == "fanotify"
