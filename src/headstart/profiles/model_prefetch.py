@@ -125,8 +125,8 @@ def replay_profile(key: str, refs: list[tuple[str, str | None]], *, cache_dir: s
     snapshot is refused. Returns True when the profile was used (or another process on this
     host replays it), False when the caller should fall back to :func:`prefetch_refs`.
     """
-    from headstart.profiles.replay import missing_bytes, replay
-    from headstart.profiles.store import load_profile, unchecked, validate
+    from headstart.profiles.replay import replay
+    from headstart.profiles.store import load_profile, validate
 
     try:
         with tracer.span("profile lookup", cat="prefetch", key=key) as info:
@@ -135,22 +135,10 @@ def replay_profile(key: str, refs: list[tuple[str, str | None]], *, cache_dir: s
             if profile is None:
                 return False
             _ensure_probe(profile)
-            everything = unchecked(profile)
-            gap = missing_bytes(everything)
-            if gap is not None and gap[0] == 0:
-                # warm start: nothing to read, so no need to check the files either
-                info["resident"] = True
-                tracer.instant("replay skipped", cat="prefetch",
-                               reason="profile already resident")
+            warmth = _warmth(profile, info)
+            if warmth == "warm":
                 return True
-            # A warm start whose few pages the kernel reclaimed since (this VM's DAMON
-            # pageout takes tens of MB): read them back at full speed and watch nothing
-            # (a warm start's coverage says nothing of the profile; sampling the target's
-            # tree for the whole start only takes CPU from it).
-            nearly_warm = gap is not None and gap[0] <= min(NEARLY_WARM_BYTES,
-                                                            NEARLY_WARM_SHARE * gap[1])
-            if nearly_warm:
-                info["nearly_warm"] = gap[0]
+            nearly_warm = warmth == "nearly warm"
             snap = None
             if refs:
                 ref, revision = refs[0]
@@ -195,6 +183,28 @@ def replay_profile(key: str, refs: list[tuple[str, str | None]], *, cache_dir: s
         if on_error is not None:
             on_error(f"profile {key}", exc)
         return False
+
+
+def _warmth(profile, info: dict) -> str:
+    """``warm`` (every checked range resident: nothing to read, no file to check),
+    ``nearly warm`` (a warm start whose few pages the kernel reclaimed since, this VM's
+    DAMON pageout taking tens of MB: read them back at full speed and watch nothing, since
+    a warm start's coverage says nothing of the profile and sampling the target's tree for
+    the whole start only takes CPU from it) or ``cold``; noted in ``info`` (the trace)."""
+    from headstart.profiles.replay import missing_bytes
+    from headstart.profiles.store import unchecked
+
+    gap = missing_bytes(unchecked(profile))
+    if gap is None:
+        return "cold"
+    if gap[0] == 0:
+        info["resident"] = True
+        tracer.instant("replay skipped", cat="prefetch", reason="profile already resident")
+        return "warm"
+    if gap[0] <= min(NEARLY_WARM_BYTES, NEARLY_WARM_SHARE * gap[1]):
+        info["nearly_warm"] = gap[0]
+        return "nearly warm"
+    return "cold"
 
 
 def _ensure_probe(profile) -> None:
