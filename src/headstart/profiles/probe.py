@@ -5,7 +5,7 @@ A background import only wins time when the imports wait for the disk: with the 
 files resident, importing ``torch`` is CPU work under the GIL, the target's main thread
 blocks on the import gate until the preload thread is done, and the second thread and the
 gate's wrapper of ``__import__`` only cost (about 3 % of ``import transformers``' CLI on
-2 cores, benchmarks/README.md). So a start whose profile's library pages are resident
+2 cores: README, Design, Imports). So a start whose profile's library pages are resident
 skips the adapter's default preload.
 
 The question is answered from a few pages the recorded start really read (a large
