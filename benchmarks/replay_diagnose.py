@@ -4,8 +4,11 @@ For each run (cold: the model and the target's Python evicted, disk throttled wi
 when ``--disk-bps`` is given), every process in the run's cgroup is sampled every 20 ms:
 ``/proc/PID/io`` ``read_bytes`` (what it caused to be fetched from storage), major faults,
 CPU time and how often it was seen in state D (uninterruptible sleep, which on a cold start
-is waiting for the disk). Processes in the target's session are the server; others (the
-double-forked replay helper) are headstart's.
+is waiting for the disk), and summed over its threads: time runnable but waiting for a CPU
+(``schedstat``) and time blocked on block I/O (delay accounting: the run turns
+``kernel.task_delayacct`` on and restores it). Processes in the target's session are the
+server; others (the double-forked replay helper) are headstart's. The machine's CPU time
+over the run (``/proc/stat``: user, system, iowait, softirq, steal, idle) follows.
 
     python benchmarks/replay_diagnose.py --disk-bps 300MB --model /tmp/demo2g \\
         --ready-request URL BODY -- headstart run -- transformers serve ... /tmp/demo2g
@@ -18,6 +21,7 @@ Needs root for the throttle.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -46,6 +50,7 @@ class TreeSampler(threading.Thread):
         self.first: dict[int, tuple] = {}
         self.last: dict[int, tuple] = {}
         self.dstate: dict[int, int] = {}
+        self.waits: dict[int, tuple[float, float]] = {}  # pid: (run-queue s, block I/O s)
         self.series: list[tuple[float, int, int]] = []  # t, server read_bytes, helper's
         self.stop_event = threading.Event()
         self.t0 = time.monotonic()
@@ -65,25 +70,64 @@ class TreeSampler(threading.Thread):
                 self.last[pid] = row
                 if st.state == "D":
                     self.dstate[pid] = self.dstate.get(pid, 0) + 1
+                self.waits[pid] = _thread_waits(pid, self.waits.get(pid))
             for row in self.last.values():
                 totals[row[1]] += row[2]
             self.series.append((time.monotonic() - self.t0, totals["server"], totals["helper"]))
 
 
-def _report(sampler: TreeSampler, seconds: float | None) -> dict:
+_TASK_DELAYACCT = "/proc/sys/kernel/task_delayacct"
+
+
+def _thread_waits(pid: int, last: tuple[float, float] | None) -> tuple[float, float]:
+    """(seconds runnable but not running, seconds blocked on block I/O), summed over the
+    process's threads now; never less than ``last`` (threads that exited keep counting)."""
+    runq = blkio = 0.0
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return last or (0.0, 0.0)
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat", "rb") as fh:
+                runq += int(fh.read().split()[1]) / 1e9
+        except (OSError, IndexError, ValueError):
+            pass
+        st = procfs.read_stat(pid, int(tid))
+        if st is not None:
+            blkio += st.blkio_delay_s
+    if last is not None:
+        runq, blkio = max(runq, last[0]), max(blkio, last[1])
+    return runq, blkio
+
+
+def _cpu_times() -> list[float]:
+    """user+nice, system, iowait, irq+softirq, steal, idle: seconds, all CPUs together."""
+    with open("/proc/stat", encoding="ascii") as fh:
+        f = [int(x) / procfs.CLK_TCK for x in fh.readline().split()[1:9]]
+    return [f[0] + f[1], f[2], f[4], f[5] + f[6], f[7], f[3]]
+
+
+def _report(sampler: TreeSampler, seconds: float | None, cpu: list[float]) -> dict:
     rows = []
-    for pid, (comm, role, rb, majflt, cpu) in sorted(sampler.last.items()):
+    for pid, (comm, role, rb, majflt, cpu_s) in sorted(sampler.last.items()):
+        runq, blkio = sampler.waits.get(pid, (0.0, 0.0))
         rows.append({"pid": pid, "comm": comm, "role": role, "read_mb": rb / 1e6,
-                     "majflt": majflt, "cpu_s": cpu,
-                     "d_s": sampler.dstate.get(pid, 0) * INTERVAL})
+                     "majflt": majflt, "cpu_s": cpu_s,
+                     "d_s": sampler.dstate.get(pid, 0) * INTERVAL,
+                     "runq_s": runq, "blkio_s": blkio})
     print(f"ready in {seconds:.2f} s" if seconds else "not ready")
     print(f"{'pid':>7} {'comm':16} {'role':7} {'read MB':>9} {'majflt':>7} {'cpu s':>7} "
-          f"{'D s':>6}")
+          f"{'D s':>6} {'runq s':>7} {'blkio s':>8}")
     for r in rows:
         if r["read_mb"] < 0.5 and r["cpu_s"] < 0.1:
             continue
         print(f"{r['pid']:>7} {r['comm']:16} {r['role']:7} {r['read_mb']:9.1f} "
-              f"{r['majflt']:7d} {r['cpu_s']:7.2f} {r['d_s']:6.2f}")
+              f"{r['majflt']:7d} {r['cpu_s']:7.2f} {r['d_s']:6.2f} {r['runq_s']:7.2f} "
+              f"{r['blkio_s']:8.2f}")
+    names = ("user", "system", "iowait", "irq+softirq", "steal", "idle")
+    print("machine CPU s over the run: " + ", ".join(f"{n} {v:.2f}"
+                                                    for n, v in zip(names, cpu, strict=True)))
     bins: dict[int, list[int]] = {}
     for t, server, helper in sampler.series:
         bins[int(t / 0.5)] = [server, helper]
@@ -97,7 +141,26 @@ def _report(sampler: TreeSampler, seconds: float | None) -> dict:
     print("MB read from disk per 0.5 s (server / helper):")
     for i in range(0, len(line), 3):
         print("   " + " | ".join(line[i:i + 3]))
-    return {"seconds": seconds, "processes": rows, "series": sampler.series}
+    return {"seconds": seconds, "processes": rows, "series": sampler.series,
+            "machine_cpu": dict(zip(names, cpu, strict=True))}
+
+
+@contextlib.contextmanager
+def _delayacct():
+    """``kernel.task_delayacct`` on for the run (root), as it was after."""
+    try:
+        with open(_TASK_DELAYACCT, encoding="ascii") as fh:
+            was = fh.read().strip()
+        with open(_TASK_DELAYACCT, "w", encoding="ascii") as fh:
+            fh.write("1")
+    except OSError:
+        was = None
+    try:
+        yield
+    finally:
+        if was is not None:
+            with contextlib.suppress(OSError), open(_TASK_DELAYACCT, "w", encoding="ascii") as fh:
+                fh.write(was)
 
 
 def main() -> int:
@@ -130,10 +193,12 @@ def main() -> int:
             leader: list[int] = []
             # unthrottled: a cgroup all the same (it finds the helper), with a limit no disk
             # here reaches
-            with throttle_for_paths(bps or 10**12, [args.model]) as th:
+            with throttle_for_paths(bps or 10**12, [args.model]) as th, _delayacct():
                 sampler = TreeSampler(th.procs, leader)
+                before = _cpu_times()
                 r = _run(cmd, probe, tmp, i, args.timeout, th.preexec_fn, sampler, leader)
-            results.append(_report(sampler, r.seconds))
+                cpu = [b - a for a, b in zip(before, _cpu_times(), strict=True)]
+            results.append(_report(sampler, r.seconds, cpu))
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(results, fh)

@@ -197,14 +197,18 @@ def run_prefetch_options() -> dict[str, object]:
     return opts
 
 
-# While the target imports, weights are read at a capped rate: filling the page cache at
-# full speed takes CPU from the importer even when the disk is idle. The cap is no loss on
-# a slow disk (the disk is the limit there) and a fraction of the contention on a fast
-# one, and is lifted when the target's preloads finish. Meanwhile a read the target needs
-# that the profile lacks waits behind everything the replay has asked for and the disk has
-# not done yet: a small window then, the full one after (benchmarks/design_measurements.md).
-REPLAY_DEFAULTS = {"window": 16 * 2**20, "early_rate": 384 * 10**6,
-                   "early_window": 2 * 2**20, "yield": True, "ioprio": "low"}
+# While the target imports, weights are read at a capped rate and with a small window: each
+# read of the target's that the replay did not do ahead (the ones it makes before the
+# replay starts, the ones the profile lacks) waits behind everything the replay has asked
+# for and the disk has not done yet, and under a cgroup throttle that queue is shared. At
+# 300 MB/s weights read at the disk's speed during the imports made them 1.5 s slower than
+# with no replay at all; 100 MB/s in 4 MiB pieces left them within 0.4 s of it, and the
+# start was fastest. On a fast disk the cap also saves the importer the CPU of filling the
+# page cache at full speed. Libraries always get the full window: the target waits for
+# them right then, in that order. Lifted when the target's preloads finish
+# (benchmarks/design_measurements.md).
+REPLAY_DEFAULTS = {"window": 16 * 2**20, "early_rate": 100 * 10**6,
+                   "early_window": 4 * 2**20, "yield": True, "ioprio": "low"}
 IOPRIO_CHOICES = ("idle", "low", "none")
 
 

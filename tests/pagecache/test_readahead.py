@@ -86,3 +86,27 @@ def test_early_pacing_waits_for_release_then_goes_full_speed(files):
     assert len(timeouts) == 3  # 4 chunks of a; not asked again once released
     assert timeouts[0] == 0.0
     assert timeouts[1] > 0.5  # the second chunk is due only after the first one's bytes
+
+
+def test_the_early_window_holds_back_weights_only(files):
+    """Until released, chunks from ``slow_from`` on (weights) are at most ``early_window``
+    and ask whether the imports are done; the ranges before it (libraries, which the target
+    waits for right then) go in full device chunks and never ask."""
+    import os
+
+    from headstart.pagecache import syscalls
+
+    a, b, _small = files
+    calls: list[float] = []
+
+    def released(timeout: float) -> bool:
+        calls.append(timeout)
+        return False
+
+    st = readahead([Range(b, 0, None), Range(a, 0, 2 * MiB)], slow_from=1, released=released,
+                   early_window=MiB, window=8 * MiB)
+    assert st.bytes_read == 4 * MiB + 2 * MiB
+    assert resident(b) == 4 * MiB and resident_runs(a) == [(0, 2 * MiB)]
+    device_chunk = syscalls.readahead_window(os.stat(a).st_dev, 128 * 1024)
+    weight_chunks = 2 * MiB // max(4096, min(device_chunk, MiB))
+    assert calls == [0.0] * weight_chunks

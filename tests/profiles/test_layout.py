@@ -13,6 +13,7 @@ from headstart.profiles.layout import (
     ChunkTimes,
     merge_duplicates,
     order_by_chunk,
+    split_by_touch,
     startup_ranges,
     trim_to_touched,
 )
@@ -193,3 +194,16 @@ def test_touched_pages_sees_exactly_the_faulted_regions_of_two_mappings(tmp_path
     assert bitmap[0] == bitmap[2048] == bitmap[1024] == 1
     assert bitmap[512] == 0 and bitmap[1536] == 0
     assert len(bitmap) < 4096 or not any(bitmap[3000:])
+
+
+def test_split_by_touch_is_an_exact_partition():
+    """kept is what trim_to_touched keeps; dropped is the rest, to the byte, in order."""
+    touched = _touched(20, 21, 30, 40, n=64)
+    runs = [(0, 25 * P + 100), (29 * P + 5, 3 * P), (39 * P, 10 * P)]
+    kept, dropped = split_by_touch(runs, touched, page=P)
+    assert kept == trim_to_touched(runs, touched, page=P)
+    assert kept == [(0, HEAD_BYTES), (20 * P, 2 * P), (30 * P, P), (40 * P, P)]
+    assert dropped == [(HEAD_BYTES, 20 * P - HEAD_BYTES), (22 * P, 3 * P + 100),
+                       (29 * P + 5, P - 5), (31 * P, P + 5), (39 * P, P), (41 * P, 8 * P)]
+    assert sum(n for _o, n in kept + dropped) == sum(n for _o, n in runs)
+    assert split_by_touch([(500 * P, 4 * P)], touched, page=P) == ([], [(500 * P, 4 * P)])

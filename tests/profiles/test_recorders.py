@@ -7,6 +7,7 @@ real files on request; residency is the real page cache (files evicted with DONT
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import time
 import pytest
 
 from _pagecache_util import MiB, make_file, require_disk, resident
+from headstart.pagecache.residency import resident_runs
 from headstart.profiles.capture import build_profile, capture
 from headstart.profiles.recorders import MapsSampler, ProcessTree, make_recorder, tree_pids
 from headstart.profiles.weights import WeightSampler
@@ -169,10 +171,30 @@ def test_capture_an_already_running_process_by_pid(daemon, tmp_path):
     assert any(o <= 4 * MiB < o + n for o, n in lib_ranges)
     assert any(o <= 10 * MiB < o + n for o, n in lib_ranges)
     assert sum(n for _o, n in lib_ranges) < resident(lib) and cap.trimmed > 0
+    # what the trim dropped is the tail: together they are the library's resident pages
+    lib_tail = [(o, n) for i, o, n in cap.tail if i == by_path[os.path.realpath(lib)]]
+    assert lib_tail and cap.trimmed == sum(n for _i, _o, n in cap.tail)
+    pieces = sorted(lib_ranges + lib_tail)
+    assert all(a[0] + a[1] <= b[0] for a, b in itertools.pairwise(pieces))  # disjoint
+    # every page resident now (nothing read the file since; a reclaim only removes) is in one
+    for off, n in resident_runs(lib):
+        assert _covered(pieces, off, n), (off, n)
 
     prof = build_profile(cap, key="k", identity={"adapter": "generic"}, command=["x"],
                          evicted_roots=[str(folder)])
-    assert prof.files == cap.files and prof.ranges == cap.ranges
+    assert prof.files == cap.files and prof.ranges == cap.ranges and prof.tail == cap.tail
+    assert prof.stats["tail_bytes"] == cap.trimmed
     assert prof.stats["weight_bytes"] == 65536
     assert prof.stats["files_not_evicted"] == len(cap.files) - len(mine)
     assert prof.stats["weight_samples"] == sampler.samples >= 1
+
+
+def _covered(pieces: list[tuple[int, int]], off: int, n: int) -> bool:
+    """[off, off + n) lies inside the union of the sorted, disjoint ``pieces``."""
+    pos, end = off, off + n
+    for o, m in pieces:
+        if o <= pos < o + m:
+            pos = o + m
+            if pos >= end:
+                return True
+    return pos >= end

@@ -137,6 +137,26 @@ def test_validate_splits_in_order_and_drops_changed_files(tmp_path):
     assert not checked.usable and "changed" in checked.reason
 
 
+def test_tail_round_trips_validates_and_is_replayed_last(tmp_path, cache):
+    """The tail (read-around of mapped libraries) is stored, dropped for a changed file
+    like any range, absent from profiles written before it existed, and last in order."""
+    prof = _profile(tmp_path, n=3)
+    prof.tail = [(0, 8192, 4096), (1, 12288, 4096)]
+    save_profile(prof)
+    back = load_profile(prof.key)
+    assert back is not None and back.tail == prof.tail
+    checked = validate(back)
+    assert checked.tail == [Range(prof.files[0].path, 8192, 4096),
+                            Range(prof.files[1].path, 12288, 4096)]
+    assert checked.in_order == checked.libraries + checked.weights + checked.tail
+    assert checked.bytes == sum(n for _i, _o, n in prof.ranges) + 8192
+    os.utime(prof.files[1].path, ns=(1, 1))
+    assert validate(back).tail == [Range(prof.files[0].path, 8192, 4096)]
+    old = prof.to_dict()
+    del old["tail"]
+    assert Profile.from_dict(old).tail == []
+
+
 def test_validate_refuses_other_snapshot_and_changed_packages(tmp_path):
     from headstart.models.snapshot import Snapshot
 
@@ -213,8 +233,9 @@ def test_replay_reads_exactly_the_ranges_with_either_method(tmp_path, monkeypatc
     lib = make_file(tmp_path / "lib.so", 3 * MiB)
     weights = make_file(tmp_path / "model.safetensors", 48 * MiB)
     drop(lib, weights)
-    checked = Validated(True, libraries=[Range(lib, 0, None)],
-                        weights=[Range(weights, 0, 12 * MiB), Range(weights, 40 * MiB, MiB)])
+    checked = Validated(True, libraries=[Range(lib, 0, MiB)],
+                        weights=[Range(weights, 0, 12 * MiB), Range(weights, 40 * MiB, MiB)],
+                        tail=[Range(lib, MiB, None)])
     calls: list[float] = []
 
     def imports_done(timeout: float) -> bool:

@@ -38,7 +38,8 @@ def _summary(key: str, prof) -> dict:
     if prof is None:
         return {"key": key, "error": "unreadable"}
     return {"key": key, "bytes": prof.total_bytes, "files": len(prof.files),
-            "ranges": len(prof.ranges), "mechanism": prof.mechanism,
+            "ranges": len(prof.ranges), "tail_bytes": sum(n for _i, _o, n in prof.tail),
+            "tail_ranges": len(prof.tail), "mechanism": prof.mechanism,
             "created": prof.created, "command": prof.command,
             "model": prof.identity.get("model"), "adapter": prof.identity.get("adapter")}
 
@@ -78,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
                     stale_files=checked.stale_files, path=store.profile_path(args.key))
         if args.ranges:
             info["ranges"] = [[prof.files[i].path, o, n] for i, o, n in prof.ranges]
+            info["tail"] = [[prof.files[i].path, o, n] for i, o, n in prof.tail]
         if args.json:
             print(json.dumps(info, indent=2))
             return 0
@@ -87,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"  command     {shlex.join(prof.command)}")
         print(f"  bytes       {format_size(prof.total_bytes)} in {len(prof.files)} files, "
               f"{len(prof.ranges)} ranges")
+        print(f"  tail        {format_size(info['tail_bytes'])} in {len(prof.tail)} ranges "
+              f"(read-around of mapped libraries, replayed last)")
         state = "yes" if checked.usable else f"no ({checked.reason})"
         print(f"  valid       {state}; {len(checked.stale_files)} changed file(s)")
         for path in checked.stale_files[:10]:
@@ -94,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
         if args.ranges:
             for path, off, n in info["ranges"]:
                 print(f"  {path} {off} {n}")
+            for path, off, n in info["tail"]:
+                print(f"  tail {path} {off} {n}")
         return 0
     if verb == "rm":
         if args.all:

@@ -31,8 +31,8 @@ from headstart.profiles.layout import (
     ChunkTimes,
     Run,
     merge_duplicates,
+    split_by_touch,
     startup_ranges,
-    trim_to_touched,
 )
 from headstart.profiles.recorders import Recorder, tree_pids
 from headstart.profiles.store import FileEntry, Profile
@@ -49,6 +49,7 @@ class Captured:
 
     files: list[FileEntry]
     ranges: list[tuple[int, int, int]]
+    tail: list[tuple[int, int, int]]  # the trimmed-off read-around, replayed last
     mechanism: str
     files_opened: int  # distinct paths the recorder saw
     skipped_written: int
@@ -105,11 +106,13 @@ def capture(root_pid: int, recorder: Recorder, weight_sampler: WeightSampler | N
     known.update(early)
     if extra_paths:
         paths += sorted(p for p in _walk_files(list(extra_paths)) if p not in known)
-    files, runs, skipped_written, trimmed = _scan(paths, weights, t_start_ns, touched,
+    files, runs, dropped, skipped_written = _scan(paths, weights, t_start_ns, touched,
                                                   first_open, whole_weights)
     times = weight_sampler.times() if weight_sampler is not None else _UNSAMPLED
     merged, ranges = merge_duplicates(files, startup_ranges(files, runs, times))
-    return Captured(files=merged, ranges=ranges, mechanism=recorder.mechanism,
+    tail = _tail(merged, files, dropped)
+    trimmed = sum(n for _i, _o, n in tail)
+    return Captured(files=merged, ranges=ranges, tail=tail, mechanism=recorder.mechanism,
                     files_opened=len(seen), skipped_written=skipped_written,
                     trimmed=trimmed, events=recorder.events, overflow=recorder.overflow,
                     mapped_before_recorder=len(early),
@@ -119,12 +122,14 @@ def capture(root_pid: int, recorder: Recorder, weight_sampler: WeightSampler | N
 
 def _scan(paths: list[str], weights: Collection[str], t_start_ns: int,
           touched: dict[str, bytearray], first_open: dict[str, float],
-          whole_weights: bool = False) -> tuple[list[FileEntry], list[list[Run]], int, int]:
-    """An entry and the (trimmed) resident runs of each path that is an input with
-    resident pages; plus how many paths were skipped as written and bytes trimmed."""
+          whole_weights: bool = False
+          ) -> tuple[list[FileEntry], list[list[Run]], list[list[Run]], int]:
+    """An entry, the (trimmed) resident runs and the runs trimmed off of each path that is
+    an input with resident pages; plus how many paths were skipped as written."""
     files: list[FileEntry] = []
     runs_of: list[list[Run]] = []
-    skipped_written = trimmed = 0
+    dropped_of: list[list[Run]] = []
+    skipped_written = 0
     for path in paths:
         try:
             st = os.stat(path)
@@ -140,10 +145,9 @@ def _scan(paths: list[str], weights: Collection[str], t_start_ns: int,
             continue
         if not runs:
             continue
+        dropped: list[Run] = []
         if real in touched and not (whole_weights and real in weights):
-            before = sum(n for _o, n in runs)
-            runs = trim_to_touched(runs, touched[real])
-            trimmed += before - sum(n for _o, n in runs)
+            runs, dropped = split_by_touch(runs, touched[real])
             if not runs:
                 continue
         files.append(FileEntry(path=real, size=st.st_size, mtime_ns=st.st_mtime_ns,
@@ -151,7 +155,28 @@ def _scan(paths: list[str], weights: Collection[str], t_start_ns: int,
                                role="weights" if real in weights else "library",
                                t=round(first_open.get(path, 0.0), 4)))
         runs_of.append(runs)
-    return files, runs_of, skipped_written, trimmed
+        dropped_of.append(dropped)
+    return files, runs_of, dropped_of, skipped_written
+
+
+def _tail(merged: list[FileEntry], files: list[FileEntry],
+          dropped: list[list[Run]]) -> list[tuple[int, int, int]]:
+    """The runs trimmed off mapped files, as ranges of ``merged`` (one entry per real path),
+    files in first-open order. Resident at readiness but not in the tree's page tables:
+    the kernel's read-around of its faults, or pages it touched and unmapped again. A start
+    that faults outside the touched pages (a code path the recording did not take, the
+    first request) would read them again, one synchronous read-around at a time, so they
+    are replayed too, after everything a start is known to wait for."""
+    index = {f.path: i for i, f in enumerate(merged)}
+    seen: set[tuple[int, int, int]] = set()
+    out: list[tuple[int, int, int]] = []
+    for entry, runs in zip(files, dropped, strict=True):
+        for off, n in runs:
+            r = (index[entry.path], off, n)
+            if r not in seen:
+                seen.add(r)
+                out.append(r)
+    return out
 
 
 def _walk_files(roots: list[str]) -> list[str]:
@@ -173,10 +198,12 @@ def build_profile(captured: Captured, *, key: str, identity: dict, command: list
     target's, for the stats."""
     files, ranges = captured.files, captured.ranges
     total = sum(n for _i, _o, n in ranges)
+    tail_bytes = sum(n for _i, _o, n in captured.tail)
     lib_bytes = sum(n for i, _o, n in ranges if files[i].role != "weights")
     evicted = {f.path for f in files if _under(f.path, evicted_roots)}
     return Profile(
-        key=key, identity=identity, files=files, ranges=ranges, command=list(command),
+        key=key, identity=identity, files=files, ranges=ranges, tail=list(captured.tail),
+        command=list(command),
         snapshot=snapshot, dists=dists or {}, mechanism=captured.mechanism,
         stats={
             "ready_seconds": round(ready_seconds, 3),
@@ -193,6 +220,7 @@ def build_profile(captured: Captured, *, key: str, identity: dict, command: list
             "scan_seconds": round(captured.scan_seconds, 3),
             "weight_samples": captured.weight_samples,
             "mapped_bytes_trimmed": captured.trimmed,
+            "tail_bytes": tail_bytes,
             "mapped_before_recorder": captured.mapped_before_recorder,
             "python": python,
             "interpreter": interpreter,

@@ -154,7 +154,7 @@ def measure_coverage(key: str, checked, handles: Sequence, reads, t0: float, *,
         cov.held_seconds = round(cov.held_seconds + st.held_seconds, 3)
     if cov.replayed_bytes:
         # a lower bound: pages the target read back itself look resident again
-        resident = resident_bytes(checked.libraries + checked.weights)
+        resident = resident_bytes(checked.in_order)
         cov.reclaimed_bytes = max(0, cov.replayed_bytes + cov.late_bytes - resident)
     tracer.instant("replay coverage", cat="prefetch", **cov.to_dict())
     write_coverage(cov, coverage_file())

@@ -3,8 +3,9 @@
 A profile replays, in this order: each library file's resident runs, files in first-open
 order and offsets ascending within a file; then the weight files' runs cut at chunk
 boundaries, in the order the loader made each chunk resident. Runs of files the tree still
-mapped are first trimmed to the pages it touched. One real path recorded twice (a symlink
-and its target both opened) becomes one file entry.
+mapped are first trimmed to the pages it touched; what the trim drops (the kernel's
+read-around of its faults) becomes the profile's tail, replayed after the weights. One real
+path recorded twice (a symlink and its target both opened) becomes one file entry.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from headstart.profiles.store import FileEntry
 
 __all__ = ["HEAD_BYTES", "PAGE", "ChunkTimes", "merge_duplicates", "order_by_chunk",
-           "startup_ranges", "trim_to_touched"]
+           "split_by_touch", "startup_ranges", "trim_to_touched"]
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 HEAD_BYTES = 65536  # ELF headers are read with read(), not through the mapping: always kept
@@ -39,23 +40,31 @@ def trim_to_touched(runs: Sequence[Run], touched: bytes | bytearray,
                     page: int = PAGE) -> list[Run]:
     """The parts of resident ``runs`` on pages the tree touched (``touched[page]`` true) or
     within the first :data:`HEAD_BYTES` of the file. Pages past ``touched`` are untouched."""
+    return split_by_touch(runs, touched, page)[0]
+
+
+def split_by_touch(runs: Sequence[Run], touched: bytes | bytearray,
+                   page: int = PAGE) -> tuple[list[Run], list[Run]]:
+    """``(kept, dropped)``: the parts of ``runs`` that :func:`trim_to_touched` keeps, and
+    the rest, each in offset order; together they are exactly ``runs``."""
     head_pages = HEAD_BYTES // page
-    out: list[Run] = []
+    kept: list[Run] = []
+    dropped: list[Run] = []
     for off, length in runs:
         end = off + length
         p = off // page
-        start = None
+        cut, side = off, None
         while p * page < end:
             keep = p < head_pages or (p < len(touched) and touched[p])
-            if keep and start is None:
-                start = p
-            elif not keep and start is not None:
-                out.append((start * page, p * page - start * page))
-                start = None
+            if side is not None and keep != side:
+                at = max(off, p * page)
+                (kept if side else dropped).append((cut, at - cut))
+                cut = at
+            side = keep
             p += 1
-        if start is not None:
-            out.append((start * page, end - start * page))
-    return out
+        if side is not None and end > cut:
+            (kept if side else dropped).append((cut, end - cut))
+    return kept, dropped
 
 
 def order_by_chunk(ranges: Sequence[tuple[str, int, int]], times: ChunkTimes,

@@ -2,7 +2,8 @@
 
 The library ranges (interpreter, shared libraries, ``.py``/``.pyc``, sidecars) in the
 order the process tree first opened them, then the weight ranges in the order the loader
-made them resident, as one ordered stream.
+made them resident, then the profile's tail (the read-around of mapped libraries that the
+recording's page tables did not show touched), as one ordered stream.
 
 By default the stream goes to :func:`headstart.pagecache.readahead.readahead`: the kernel
 reads, one thread submits and keeps a bounded window in flight. ``HEADSTART_REPLAY_METHOD=
@@ -93,9 +94,10 @@ def replay(validated: Validated, *, library_workers: int | None = None,
     lib_w = library_workers or lib_w
     weight_w = weight_workers or weight_w
     handles = []
-    phases = [("libraries", validated.libraries, lib_w), ("weights", validated.weights, weight_w)]
+    phases = [("libraries", validated.libraries, lib_w),
+              ("weights", validated.weights + validated.tail, weight_w)]
     if lib_w == weight_w:  # one queue: no idle disk between the phases
-        phases = [("all", validated.libraries + validated.weights, lib_w)]
+        phases = [("all", validated.in_order, lib_w)]
     for name, ranges, workers in phases:
         if not ranges or cancelled():
             continue
@@ -162,7 +164,7 @@ def _readahead(validated: Validated, opts: dict,
     from headstart.errors import ReadaheadUnsupported
     from headstart.pagecache.engine import PrefetchStats
 
-    ranges = validated.libraries + validated.weights
+    ranges = validated.in_order
     stats = PrefetchStats()
     early_window = int(opts["early_window"]) if imports_done is not None else None
     with tracer.span("replay readahead", cat="prefetch", ranges=len(ranges),

@@ -61,12 +61,14 @@ class FileEntry:
 class Profile:
     """What one cold start read: ``ranges`` are ``(file index, offset, length)`` in
     first-touch order (the order the process tree first opened the files; offsets ascending
-    within a file)."""
+    within a file). ``tail``: ranges resident at readiness that the tree's page tables did
+    not show touched (read-around of mapped libraries), replayed after ``ranges``."""
 
     key: str
     identity: dict
     files: list[FileEntry] = field(default_factory=list)
     ranges: list[tuple[int, int, int]] = field(default_factory=list)
+    tail: list[tuple[int, int, int]] = field(default_factory=list)
     command: list[str] = field(default_factory=list)
     snapshot: dict | None = None  # {"root", "commit", "source"} of the resolved model
     dists: dict[str, list[str]] = field(default_factory=dict)  # site folder -> dist-infos
@@ -82,6 +84,7 @@ class Profile:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["ranges"] = [list(r) for r in self.ranges]
+        d["tail"] = [list(r) for r in self.tail]
         return d
 
     @classmethod
@@ -92,6 +95,7 @@ class Profile:
             key=d["key"], identity=d["identity"],
             files=[FileEntry(**f) for f in d["files"]],
             ranges=[(int(i), int(o), int(n)) for i, o, n in d["ranges"]],
+            tail=[(int(i), int(o), int(n)) for i, o, n in d.get("tail") or ()],
             command=list(d.get("command") or []), snapshot=d.get("snapshot"),
             dists={k: list(v) for k, v in (d.get("dists") or {}).items()},
             mechanism=d.get("mechanism", ""), created=float(d.get("created") or 0.0),
@@ -190,9 +194,15 @@ class Validated:
     reason: str = ""
     libraries: list[Range] = field(default_factory=list)  # first-touch order
     weights: list[Range] = field(default_factory=list)  # loader order
+    tail: list[Range] = field(default_factory=list)  # read-around of mapped libraries
     stale_files: list[str] = field(default_factory=list)
     stale_bytes: int = 0
     bytes: int = 0
+
+    @property
+    def in_order(self) -> list[Range]:
+        """Every range in replay order: libraries, weights, tail."""
+        return self.libraries + self.weights + self.tail
 
 
 def validate(profile: Profile, snapshot=None) -> Validated:
@@ -230,6 +240,10 @@ def _split(profile: Profile, ok: list[bool]) -> Validated:
         out.bytes += length
         target = out.weights if entry.role == "weights" else out.libraries
         target.append(Range(entry.path, offset, length))
+    for index, offset, length in profile.tail:
+        if ok[index]:
+            out.bytes += length
+            out.tail.append(Range(profile.files[index].path, offset, length))
     out.stale_files = [f.path for f, good in zip(profile.files, ok, strict=True) if not good]
     total = out.bytes + out.stale_bytes
     if total and out.stale_bytes > STALE_FRACTION * total:
