@@ -25,8 +25,9 @@ processes see changes.
 ``HEADSTART_PREFETCH_METHOD``  ``pread`` | ``populate`` | ``auto``
 ``HEADSTART_REPLAY_METHOD``  profile replay: ``readahead`` (default) | ``engine``
 ``HEADSTART_REPLAY_WINDOW``  bytes a ``readahead`` replay keeps asked for (``16MiB``)
-``HEADSTART_REPLAY_EARLY_RATE``  bytes/s of weights while the target imports (``384MB``)
-``HEADSTART_REPLAY_EARLY_WINDOW``  bytes a replay keeps asked for while the target imports
+``HEADSTART_REPLAY_EARLY_RATE``  bytes/s of weights while the target imports (``100MB``)
+``HEADSTART_REPLAY_EARLY_WINDOW``  bytes of weights a replay keeps asked for while the target
+                           imports (``4MiB``)
 ``HEADSTART_REPLAY_YIELD``  false: the replay does not stand back while the target reads
 ``HEADSTART_REPLAY_IOPRIO``  I/O class of the replay helper: ``idle`` | ``low`` | ``none``
 ``HEADSTART_AUTO_RECORD``  false: a start with no profile does not record one

@@ -165,8 +165,9 @@ def _tail(merged: list[FileEntry], files: list[FileEntry],
     files in first-open order. Resident at readiness but not in the tree's page tables:
     the kernel's read-around of its faults, or pages it touched and unmapped again. A start
     that faults outside the touched pages (a code path the recording did not take, the
-    first request) would read them again, one synchronous read-around at a time, so they
-    are replayed too, after everything a start is known to wait for."""
+    first request) would read them again, one synchronous read-around at a time, behind
+    whatever the replay has in flight; so they are replayed too, after the touched
+    library pages and before the weights."""
     index = {f.path: i for i, f in enumerate(merged)}
     seen: set[tuple[int, int, int]] = set()
     out: list[tuple[int, int, int]] = []

@@ -4,7 +4,8 @@ A profile replays, in this order: each library file's resident runs, files in fi
 order and offsets ascending within a file; then the weight files' runs cut at chunk
 boundaries, in the order the loader made each chunk resident. Runs of files the tree still
 mapped are first trimmed to the pages it touched; what the trim drops (the kernel's
-read-around of its faults) becomes the profile's tail, replayed after the weights. One real
+read-around of its faults) becomes the profile's tail, replayed between the libraries and
+the weights. One real
 path recorded twice (a symlink and its target both opened) becomes one file entry.
 """
 

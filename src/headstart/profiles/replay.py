@@ -2,8 +2,8 @@
 
 The library ranges (interpreter, shared libraries, ``.py``/``.pyc``, sidecars) in the
 order the process tree first opened them, then the weight ranges in the order the loader
-made them resident, then the profile's tail (the read-around of mapped libraries that the
-recording's page tables did not show touched), as one ordered stream.
+made them resident, as one ordered stream. Between the two, the profile's tail: the
+read-around of mapped libraries that the recording's page tables did not show touched.
 
 By default the stream goes to :func:`headstart.pagecache.readahead.readahead`: the kernel
 reads, one thread submits and keeps a bounded window in flight. ``HEADSTART_REPLAY_METHOD=
@@ -94,8 +94,8 @@ def replay(validated: Validated, *, library_workers: int | None = None,
     lib_w = library_workers or lib_w
     weight_w = weight_workers or weight_w
     handles = []
-    phases = [("libraries", validated.libraries, lib_w),
-              ("weights", validated.weights + validated.tail, weight_w)]
+    phases = [("libraries", validated.libraries + validated.tail, lib_w),
+              ("weights", validated.weights, weight_w)]
     if lib_w == weight_w:  # one queue: no idle disk between the phases
         phases = [("all", validated.in_order, lib_w)]
     for name, ranges, workers in phases:
@@ -171,7 +171,8 @@ def _readahead(validated: Validated, opts: dict,
                      window=int(opts["window"]), early_window=early_window,
                      yields=yield_to is not None) as info:
         try:
-            readahead_by_options(ranges, opts, slow_from=len(validated.libraries),
+            readahead_by_options(ranges, opts,
+                                 slow_from=len(validated.libraries) + len(validated.tail),
                                  cancelled=cancelled, imports_done=imports_done,
                                  yield_to=yield_to, stats=stats)
         except ReadaheadUnsupported as exc:

@@ -62,7 +62,7 @@ class Profile:
     """What one cold start read: ``ranges`` are ``(file index, offset, length)`` in
     first-touch order (the order the process tree first opened the files; offsets ascending
     within a file). ``tail``: ranges resident at readiness that the tree's page tables did
-    not show touched (read-around of mapped libraries), replayed after ``ranges``."""
+    not show touched (read-around of mapped libraries), replayed after the library ranges."""
 
     key: str
     identity: dict
@@ -201,8 +201,8 @@ class Validated:
 
     @property
     def in_order(self) -> list[Range]:
-        """Every range in replay order: libraries, weights, tail."""
-        return self.libraries + self.weights + self.tail
+        """Every range in replay order: libraries, tail, weights."""
+        return self.libraries + self.tail + self.weights
 
 
 def validate(profile: Profile, snapshot=None) -> Validated:
