@@ -30,6 +30,8 @@ processes see changes.
                            imports (``4MiB``)
 ``HEADSTART_REPLAY_YIELD``  false: the replay does not stand back while the target reads
 ``HEADSTART_REPLAY_IOPRIO``  I/O class of the replay helper: ``idle`` | ``low`` | ``none``
+``HEADSTART_REPLAY_TAIL``  where the profile's tail is read: ``inline`` | ``before`` | ``after``
+                           (the weights) | ``off``
 ``HEADSTART_AUTO_RECORD``  false: a start with no profile does not record one
 ``HEADSTART_COVERAGE_FILE``  where a replayed start writes its coverage (JSON), e.g. for bench
 ``HEADSTART_PROFILE_WORKERS`` ``LIB,WEIGHTS`` reader threads of an ``engine`` replay
@@ -209,13 +211,19 @@ def run_prefetch_options() -> dict[str, object]:
 # them right then, in that order. Lifted when the target's preloads finish
 # (benchmarks/design_measurements.md).
 REPLAY_DEFAULTS = {"window": 16 * 2**20, "early_rate": 100 * 10**6,
-                   "early_window": 4 * 2**20, "yield": True, "ioprio": "low"}
+                   "early_window": 4 * 2**20, "yield": True, "ioprio": "low",
+                   "tail": "before"}
 IOPRIO_CHOICES = ("idle", "low", "none")
+# Where a replay reads the profile's tail (the read-around of mapped libraries): inline
+# (each library file's tail with its touched pages, in offset order), before or after the
+# weights, or not at all (benchmarks/design_measurements.md).
+TAIL_CHOICES = ("inline", "before", "after", "off")
 
 
 def replay_options() -> dict[str, object]:
     """How a startup profile is replayed: ``{"method": "readahead" | "engine", "window":
-    bytes, "early_rate": bytes/s, "early_window": bytes, "yield": bool, "ioprio": str}``
+    bytes, "early_rate": bytes/s, "early_window": bytes, "yield": bool, "ioprio": str,
+    "tail": str}``
     (see :mod:`headstart.pagecache.readahead`)."""
     method = env_str("HEADSTART_REPLAY_METHOD")
     opts: dict[str, object] = {"method": method if method in REPLAY_METHODS
@@ -230,6 +238,9 @@ def replay_options() -> dict[str, object]:
     ioprio = env_str("HEADSTART_REPLAY_IOPRIO")
     if ioprio in IOPRIO_CHOICES:
         opts["ioprio"] = ioprio
+    tail = env_str("HEADSTART_REPLAY_TAIL")
+    if tail in TAIL_CHOICES:
+        opts["tail"] = tail
     return opts
 
 

@@ -22,10 +22,11 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from headstart.pagecache.ranges import Range
 from headstart.profiles.store import Validated
 from headstart.trace import tracer
 
-__all__ = ["looks_resident", "missing_bytes", "readahead_by_options", "replay"]
+__all__ = ["looks_resident", "missing_bytes", "readahead_by_options", "replay", "stream"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,39 @@ def missing_bytes(validated: Validated, sample: int = 64) -> tuple[int, int] | N
         missing += max(0, f.size - f.resident)
         checked += f.size
     return missing, checked
+
+
+def stream(validated: Validated, tail: str = "before") -> tuple[list[Range], int]:
+    """``(ranges, lead)``: every range to replay in order, and how many of them come before
+    the weights (read at once, at full window: the target waits for them right then).
+    ``tail`` (``settings.TAIL_CHOICES``) places the profile's tail: ``inline``, each
+    library file's tail merged with its touched pages in offset order, at the file's place;
+    ``before`` the weights; ``after`` them (then paced like the weights); ``off``."""
+    libs, weights, rest = validated.libraries, validated.weights, validated.tail
+    if tail == "inline":
+        libs = _inline(libs, rest)
+    elif tail == "before":
+        libs = libs + rest
+    elif tail == "after":
+        weights = weights + rest
+    return libs + weights, len(libs)
+
+
+def _inline(libs: list[Range], tail: list[Range]) -> list[Range]:
+    """``libs`` with each file's ``tail`` ranges merged in, in offset order, where the file
+    first appears; tail files that ``libs`` lacks follow."""
+    by_path: dict[str, list[Range]] = {}
+    for r in tail:
+        by_path.setdefault(r.path, []).append(r)
+    order: dict[str, list[Range]] = {}
+    for r in libs:
+        order.setdefault(r.path, []).append(r)
+    out: list[Range] = []
+    for path, own in order.items():
+        out += sorted(own + by_path.pop(path, []), key=lambda r: r.offset)
+    for extra in by_path.values():
+        out += extra
+    return out
 
 
 def replay(validated: Validated, *, library_workers: int | None = None,
@@ -94,10 +128,10 @@ def replay(validated: Validated, *, library_workers: int | None = None,
     lib_w = library_workers or lib_w
     weight_w = weight_workers or weight_w
     handles = []
-    phases = [("libraries", validated.libraries + validated.tail, lib_w),
-              ("weights", validated.weights, weight_w)]
+    ranges, lead = stream(validated, str(opts["tail"]))
+    phases = [("libraries", ranges[:lead], lib_w), ("weights", ranges[lead:], weight_w)]
     if lib_w == weight_w:  # one queue: no idle disk between the phases
-        phases = [("all", validated.in_order, lib_w)]
+        phases = [("all", ranges, lib_w)]
     for name, ranges, workers in phases:
         if not ranges or cancelled():
             continue
@@ -164,15 +198,14 @@ def _readahead(validated: Validated, opts: dict,
     from headstart.errors import ReadaheadUnsupported
     from headstart.pagecache.engine import PrefetchStats
 
-    ranges = validated.in_order
+    ranges, lead = stream(validated, str(opts["tail"]))
     stats = PrefetchStats()
     early_window = int(opts["early_window"]) if imports_done is not None else None
     with tracer.span("replay readahead", cat="prefetch", ranges=len(ranges),
                      window=int(opts["window"]), early_window=early_window,
                      yields=yield_to is not None) as info:
         try:
-            readahead_by_options(ranges, opts,
-                                 slow_from=len(validated.libraries) + len(validated.tail),
+            readahead_by_options(ranges, opts, slow_from=lead,
                                  cancelled=cancelled, imports_done=imports_done,
                                  yield_to=yield_to, stats=stats)
         except ReadaheadUnsupported as exc:
