@@ -158,6 +158,22 @@ def test_tail_round_trips_validates_and_is_replayed_before_the_weights(tmp_path,
     assert Profile.from_dict(old).tail == []
 
 
+def test_replay_stream_places_the_tail_as_asked():
+    """``stream``: the ranges in order and how many precede the weights, for each place of
+    the tail; inline merges a file's tail with its pages in offset order."""
+    from headstart.profiles.replay import stream
+    from headstart.profiles.store import Validated
+
+    a0, a2, b0 = Range("a", 0, 10), Range("a", 20, 10), Range("b", 0, 10)
+    w = Range("w", 0, 99)
+    a1, c0 = Range("a", 10, 10), Range("c", 0, 5)
+    v = Validated(True, libraries=[a0, a2, b0], weights=[w], tail=[c0, a1])
+    assert stream(v) == stream(v, "off") == ([a0, a2, b0, w], 3)
+    assert stream(v, "before") == ([a0, a2, b0, c0, a1, w], 5)
+    assert stream(v, "after") == ([a0, a2, b0, w, c0, a1], 3)
+    assert stream(v, "inline") == ([a0, a1, a2, b0, c0, w], 5)
+
+
 def test_validate_refuses_other_snapshot_and_changed_packages(tmp_path):
     from headstart.models.snapshot import Snapshot
 
@@ -231,6 +247,7 @@ def test_replay_reads_exactly_the_ranges_with_either_method(tmp_path, monkeypatc
 
     require_disk(tmp_path)
     monkeypatch.setenv("HEADSTART_REPLAY_METHOD", method)
+    monkeypatch.setenv("HEADSTART_REPLAY_TAIL", "before")  # the tail is read too
     lib = make_file(tmp_path / "lib.so", 3 * MiB)
     weights = make_file(tmp_path / "model.safetensors", 48 * MiB)
     drop(lib, weights)

@@ -2,8 +2,9 @@
 
 The library ranges (interpreter, shared libraries, ``.py``/``.pyc``, sidecars) in the
 order the process tree first opened them, then the weight ranges in the order the loader
-made them resident, as one ordered stream. Between the two, the profile's tail: the
-read-around of mapped libraries that the recording's page tables did not show touched.
+made them resident, as one ordered stream. The profile's tail (the read-around of mapped
+libraries that the recording's page tables did not show touched) is left out unless
+``HEADSTART_REPLAY_TAIL`` places it (:func:`stream`).
 
 By default the stream goes to :func:`headstart.pagecache.readahead.readahead`: the kernel
 reads, one thread submits and keeps a bounded window in flight. ``HEADSTART_REPLAY_METHOD=
@@ -58,7 +59,7 @@ def missing_bytes(validated: Validated, sample: int = 64) -> tuple[int, int] | N
     return missing, checked
 
 
-def stream(validated: Validated, tail: str = "before") -> tuple[list[Range], int]:
+def stream(validated: Validated, tail: str = "off") -> tuple[list[Range], int]:
     """``(ranges, lead)``: every range to replay in order, and how many of them come before
     the weights (read at once, at full window: the target waits for them right then).
     ``tail`` (``settings.TAIL_CHOICES``) places the profile's tail: ``inline``, each
