@@ -137,10 +137,10 @@ def test_validate_splits_in_order_and_drops_changed_files(tmp_path):
     assert not checked.usable and "changed" in checked.reason
 
 
-def test_tail_round_trips_validates_and_is_replayed_before_the_weights(tmp_path, cache):
+def test_tail_round_trips_validates_and_can_be_placed_before_the_weights(tmp_path, cache):
     """The tail (read-around of mapped libraries) is stored, dropped for a changed file
-    like any range, absent from profiles written before it existed, and replayed between
-    the libraries and the weights."""
+    like any range, absent from profiles written before it existed, and read between the
+    libraries and the weights when placed there."""
     prof = _profile(tmp_path, n=3)
     prof.tail = [(0, 8192, 4096), (1, 12288, 4096)]
     save_profile(prof)
@@ -149,7 +149,9 @@ def test_tail_round_trips_validates_and_is_replayed_before_the_weights(tmp_path,
     checked = validate(back)
     assert checked.tail == [Range(prof.files[0].path, 8192, 4096),
                             Range(prof.files[1].path, 12288, 4096)]
-    assert checked.in_order == checked.libraries + checked.tail + checked.weights
+    from headstart.profiles.replay import stream
+
+    assert stream(checked, "before")[0] == checked.libraries + checked.tail + checked.weights
     assert checked.bytes == sum(n for _i, _o, n in prof.ranges) + 8192
     os.utime(prof.files[1].path, ns=(1, 1))
     assert validate(back).tail == [Range(prof.files[0].path, 8192, 4096)]

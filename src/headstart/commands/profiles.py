@@ -89,8 +89,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"  command     {shlex.join(prof.command)}")
         print(f"  bytes       {format_size(prof.total_bytes)} in {len(prof.files)} files, "
               f"{len(prof.ranges)} ranges")
-        print(f"  tail        {format_size(info['tail_bytes'])} in {len(prof.tail)} ranges "
-              f"(read-around of mapped libraries, replayed before the weights)")
+        print(f"  tail        {format_size(info['tail_bytes'])} in {info['tail_ranges']} ranges "
+              f"(read-around of mapped libraries; read only with HEADSTART_REPLAY_TAIL)")
         state = "yes" if checked.usable else f"no ({checked.reason})"
         print(f"  valid       {state}; {len(checked.stale_files)} changed file(s)")
         for path in checked.stale_files[:10]:

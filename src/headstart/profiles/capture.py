@@ -49,7 +49,7 @@ class Captured:
 
     files: list[FileEntry]
     ranges: list[tuple[int, int, int]]
-    tail: list[tuple[int, int, int]]  # the trimmed-off read-around, replayed last
+    tail: list[tuple[int, int, int]]  # the trimmed-off read-around (replay.stream places it)
     mechanism: str
     files_opened: int  # distinct paths the recorder saw
     skipped_written: int
@@ -166,8 +166,8 @@ def _tail(merged: list[FileEntry], files: list[FileEntry],
     the kernel's read-around of its faults, or pages it touched and unmapped again. A start
     that faults outside the touched pages (a code path the recording did not take, the
     first request) would read them again, one synchronous read-around at a time, behind
-    whatever the replay has in flight; so they are replayed too, after the touched
-    library pages and before the weights."""
+    whatever the replay has in flight. Kept so that a replay can read them
+    (``HEADSTART_REPLAY_TAIL``, :func:`headstart.profiles.replay.stream`)."""
     index = {f.path: i for i, f in enumerate(merged)}
     seen: set[tuple[int, int, int]] = set()
     out: list[tuple[int, int, int]] = []
@@ -199,7 +199,6 @@ def build_profile(captured: Captured, *, key: str, identity: dict, command: list
     target's, for the stats."""
     files, ranges = captured.files, captured.ranges
     total = sum(n for _i, _o, n in ranges)
-    tail_bytes = sum(n for _i, _o, n in captured.tail)
     lib_bytes = sum(n for i, _o, n in ranges if files[i].role != "weights")
     evicted = {f.path for f in files if _under(f.path, evicted_roots)}
     return Profile(
@@ -221,7 +220,7 @@ def build_profile(captured: Captured, *, key: str, identity: dict, command: list
             "scan_seconds": round(captured.scan_seconds, 3),
             "weight_samples": captured.weight_samples,
             "mapped_bytes_trimmed": captured.trimmed,
-            "tail_bytes": tail_bytes,
+            "tail_bytes": captured.trimmed,  # the same bytes, under the name the profile uses
             "mapped_before_recorder": captured.mapped_before_recorder,
             "python": python,
             "interpreter": interpreter,

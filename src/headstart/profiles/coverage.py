@@ -137,12 +137,16 @@ def measure_coverage(key: str, checked, handles: Sequence, reads, t0: float, *,
     """After a replay (``handles``, started at ``t0``) of ``checked`` (a ``Validated``):
     watch ``reads`` (the target's :class:`~headstart.watch.tree_io.TreeReads`) until they
     settle, then measure, trace and store the coverage (sidecar, ``HEADSTART_COVERAGE_FILE``)."""
-    from headstart.settings import coverage_file
+    from headstart.profiles.replay import stream
+    from headstart.settings import coverage_file, replay_options
     from headstart.trace import tracer
 
     replay_seconds = time.monotonic() - t0
     settled = settle(reads.total, reads.alive, quiet=quiet, keep_going=keep_going)
-    cov = Coverage(key=key, planned_bytes=checked.bytes, stale_files=len(checked.stale_files),
+    # what the replay was asked to read: the profile's tail only where it was placed
+    ranges = stream(checked, str(replay_options()["tail"]))[0]
+    planned = sum(r.length or 0 for r in ranges)
+    cov = Coverage(key=key, planned_bytes=planned, stale_files=len(checked.stale_files),
                    replay_seconds=round(replay_seconds, 3), settled=settled,
                    target_read_bytes=reads.total(),
                    watched_seconds=round(time.monotonic() - t0, 3))
@@ -154,7 +158,7 @@ def measure_coverage(key: str, checked, handles: Sequence, reads, t0: float, *,
         cov.held_seconds = round(cov.held_seconds + st.held_seconds, 3)
     if cov.replayed_bytes:
         # a lower bound: pages the target read back itself look resident again
-        resident = resident_bytes(checked.in_order)
+        resident = resident_bytes(ranges)
         cov.reclaimed_bytes = max(0, cov.replayed_bytes + cov.late_bytes - resident)
     tracer.instant("replay coverage", cat="prefetch", **cov.to_dict())
     write_coverage(cov, coverage_file())

@@ -4,9 +4,9 @@ A profile replays, in this order: each library file's resident runs, files in fi
 order and offsets ascending within a file; then the weight files' runs cut at chunk
 boundaries, in the order the loader made each chunk resident. Runs of files the tree still
 mapped are first trimmed to the pages it touched; what the trim drops (the kernel's
-read-around of its faults) becomes the profile's tail, replayed between the libraries and
-the weights. One real
-path recorded twice (a symlink and its target both opened) becomes one file entry.
+read-around of its faults) becomes the profile's tail, which a replay reads only where
+``HEADSTART_REPLAY_TAIL`` places it. One real path recorded twice (a symlink and its
+target both opened) becomes one file entry.
 """
 
 from __future__ import annotations

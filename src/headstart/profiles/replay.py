@@ -133,12 +133,12 @@ def replay(validated: Validated, *, library_workers: int | None = None,
     phases = [("libraries", ranges[:lead], lib_w), ("weights", ranges[lead:], weight_w)]
     if lib_w == weight_w:  # one queue: no idle disk between the phases
         phases = [("all", ranges, lib_w)]
-    for name, ranges, workers in phases:
-        if not ranges or cancelled():
+    for name, part, workers in phases:
+        if not part or cancelled():
             continue
-        with tracer.span(f"replay {name}", cat="prefetch", ranges=len(ranges),
+        with tracer.span(f"replay {name}", cat="prefetch", ranges=len(part),
                          workers=workers) as info:
-            handle = prefetch(ranges, workers=workers)
+            handle = prefetch(part, workers=workers)
             on_handle(handle)
             handles.append(handle)
             while not handle.wait(0.2):

@@ -62,7 +62,8 @@ class Profile:
     """What one cold start read: ``ranges`` are ``(file index, offset, length)`` in
     first-touch order (the order the process tree first opened the files; offsets ascending
     within a file). ``tail``: ranges resident at readiness that the tree's page tables did
-    not show touched (read-around of mapped libraries), replayed after the library ranges."""
+    not show touched (read-around of mapped libraries); where a replay reads them, if at
+    all, is :func:`headstart.profiles.replay.stream`'s choice."""
 
     key: str
     identity: dict
@@ -198,11 +199,6 @@ class Validated:
     stale_files: list[str] = field(default_factory=list)
     stale_bytes: int = 0
     bytes: int = 0
-
-    @property
-    def in_order(self) -> list[Range]:
-        """Every range in replay order: libraries, tail, weights."""
-        return self.libraries + self.tail + self.weights
 
 
 def validate(profile: Profile, snapshot=None) -> Validated:
