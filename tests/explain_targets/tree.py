@@ -2,7 +2,8 @@
 
 argv: SEQ_FILE RANDOM_FILE PAGES SPIN_S SLEEP_S. The root forks:
   reader   - reads SEQ_FILE whole (cold), spins SPIN_S on CPU, sleeps, exits;
-  random   - reads PAGES distinct 4 KiB pages of RANDOM_FILE (no readahead), sleeps, exits;
+  random   - reads PAGES distinct 4 KiB pages of RANDOM_FILE (no readahead), writes what its
+             own thread measured of that loop to RANDOM_FILE.self.json, sleeps, exits;
   daemon   - a double-forked child in its own session that sleeps for a minute (left behind);
 then sleeps SLEEP_S, reaps the first two, writes its pids to stdout and "ready".
 """
@@ -29,13 +30,26 @@ def read_all(path: str) -> None:
             pass
 
 
+def schedstat() -> tuple[float, float]:
+    """(on-CPU s, run-queue wait s) of this thread, from the scheduler's own counters."""
+    with open("/proc/thread-self/schedstat") as fh:
+        cpu_ns, runq_ns = fh.read().split()[:2]
+    return int(cpu_ns) / 1e9, int(runq_ns) / 1e9
+
+
 def read_random(path: str, n: int) -> None:
     fd = os.open(path, os.O_RDONLY)
     os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)  # exactly one page per read
     total = os.fstat(fd).st_size // 4096
-    for page in random.Random(1).sample(range(total), n):
+    pages = random.Random(1).sample(range(total), n)
+    t0, (cpu0, runq0) = time.monotonic(), schedstat()
+    for page in pages:
         os.pread(fd, 4096, page * 4096)
+    wall, (cpu1, runq1) = time.monotonic() - t0, schedstat()
     os.close(fd)
+    # off the CPU and not waiting for it: the time this loop spent blocked (on the disk)
+    with open(path + ".self.json", "w") as fh:
+        json.dump({"wall_s": wall, "blocked_s": wall - (cpu1 - cpu0) - (runq1 - runq0)}, fh)
 
 
 def child(work) -> int:

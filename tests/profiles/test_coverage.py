@@ -80,7 +80,11 @@ def test_coverage_counts_what_the_target_read_itself_exactly(files, monkeypatch)
     assert cov.replayed_bytes == 8 * MiB
     assert cov.late_bytes == 4 * MiB
     assert cov.target_read_bytes == (4 + 6) * MiB
-    assert cov.reclaimed_bytes == 0
+    # reclaimed counts what was gone when the start settled; a reclaim daemon (this VM's DAMON
+    # pageout) took a page or two then on CI, and a reclaim only removes, so it is at most
+    # what is gone now
+    gone_now = 12 * MiB - resident(files["a.so"]) - resident(files["b.py"])
+    assert 0 <= cov.reclaimed_bytes <= min(gone_now, 64 * 1024)
     assert cov.needed_bytes == 18 * MiB
     assert cov.settled == "quiet"
     assert cov.poor() is None  # 10 MiB is under the 64 MiB floor
