@@ -127,3 +127,34 @@ def test_prefetch_command_takes_the_engines_defaults():
     engine = {name: p.default for name, p in inspect.signature(prefetch).parameters.items()
               if name in given}
     assert given == engine == PREFETCH_DEFAULTS
+
+
+def test_replay_yield_modes_and_when_each_stands_back(monkeypatch):
+    from headstart.profiles.replay import yield_policy
+    from headstart.settings import replay_options
+
+    class Reads:  # the target's tree, reading from the disk right now
+        def busy(self) -> bool:
+            return True
+
+    done = {"fired": False}
+
+    def imports_done(timeout: float) -> bool:
+        return done["fired"]
+
+    for value, want in (("imports", "imports"), ("NEVER", "never"), ("0", "never"),
+                        ("true", "always"), ("always", "always"), ("bogus", "always")):
+        monkeypatch.setenv("HEADSTART_REPLAY_YIELD", value)
+        assert replay_options()["yield"] == want, value
+    monkeypatch.delenv("HEADSTART_REPLAY_YIELD")
+    assert replay_options()["yield"] == "always"
+    reads = Reads()
+    assert yield_policy({"yield": "never"}, reads, imports_done) is None
+    assert yield_policy({"yield": "always"}, None, imports_done) is None
+    always = yield_policy({"yield": "always"}, reads, imports_done)
+    imports = yield_policy({"yield": "imports"}, reads, imports_done)
+    assert always() and imports()
+    done["fired"] = True  # the target's imports are done: only "always" still stands back
+    assert always() and not imports()
+    # no imports signal: "imports" cannot tell, so it stands back throughout like "always"
+    assert yield_policy({"yield": "imports"}, reads, None)()

@@ -28,7 +28,8 @@ processes see changes.
 ``HEADSTART_REPLAY_EARLY_RATE``  bytes/s of weights while the target imports (``100MB``)
 ``HEADSTART_REPLAY_EARLY_WINDOW``  bytes of weights a replay keeps asked for while the target
                            imports (``4MiB``)
-``HEADSTART_REPLAY_YIELD``  false: the replay does not stand back while the target reads
+``HEADSTART_REPLAY_YIELD``  when the replay stands back while the target reads: ``always``,
+                           ``imports`` (only while it imports), ``never`` (or false)
 ``HEADSTART_REPLAY_IOPRIO``  I/O class of the replay helper: ``idle`` | ``low`` | ``none``
 ``HEADSTART_REPLAY_TAIL``  where the profile's tail is read: ``inline`` | ``before`` | ``after``
                            (the weights) | ``off``
@@ -211,9 +212,12 @@ def run_prefetch_options() -> dict[str, object]:
 # them right then, in that order. Lifted when the target's preloads finish
 # (benchmarks/design_measurements.md).
 REPLAY_DEFAULTS = {"window": 16 * 2**20, "early_rate": 100 * 10**6,
-                   "early_window": 4 * 2**20, "yield": True, "ioprio": "low",
+                   "early_window": 4 * 2**20, "yield": "always", "ioprio": "low",
                    "tail": "off"}
 IOPRIO_CHOICES = ("idle", "low", "none")
+# When a replay stands back for the target's own reads: always, only while the target
+# imports (after, what it reads is the weights the replay is reading for it), or never.
+YIELD_CHOICES = ("always", "imports", "never")
 # Where a replay reads the profile's tail (the read-around of mapped libraries): inline
 # (each library file's tail with its touched pages, in offset order), before or after the
 # weights, or not at all, the default: measured side by side, no placement made a start
@@ -224,7 +228,7 @@ TAIL_CHOICES = ("inline", "before", "after", "off")
 
 def replay_options() -> dict[str, object]:
     """How a startup profile is replayed: ``{"method": "readahead" | "engine", "window":
-    bytes, "early_rate": bytes/s, "early_window": bytes, "yield": bool, "ioprio": str,
+    bytes, "early_rate": bytes/s, "early_window": bytes, "yield": str, "ioprio": str,
     "tail": str}``
     (see :mod:`headstart.pagecache.readahead`)."""
     method = env_str("HEADSTART_REPLAY_METHOD")
@@ -236,7 +240,11 @@ def replay_options() -> dict[str, object]:
         size = _env_size(name, least=least)
         if size is not None:
             opts[key] = size
-    opts["yield"] = env_bool("HEADSTART_REPLAY_YIELD", True)
+    value = env_str("HEADSTART_REPLAY_YIELD")
+    if value and value.strip().lower() in YIELD_CHOICES:
+        opts["yield"] = value.strip().lower()
+    elif value:
+        opts["yield"] = "always" if env_bool("HEADSTART_REPLAY_YIELD", True) else "never"
     ioprio = env_str("HEADSTART_REPLAY_IOPRIO")
     if ioprio in IOPRIO_CHOICES:
         opts["ioprio"] = ioprio

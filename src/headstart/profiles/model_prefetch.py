@@ -79,7 +79,7 @@ def read_ahead_of(snap, target_reads, imports_done: Callable[[float], bool] | No
     from headstart.errors import ReadaheadUnsupported
     from headstart.pagecache.engine import PrefetchStats
     from headstart.pagecache.ranges import to_ranges
-    from headstart.profiles.replay import readahead_by_options
+    from headstart.profiles.replay import readahead_by_options, yield_policy
     from headstart.settings import replay_options
 
     opts = replay_options()
@@ -89,7 +89,7 @@ def read_ahead_of(snap, target_reads, imports_done: Callable[[float], bool] | No
             readahead_by_options(to_ranges(snap), opts, slow_from=0,
                                  cancelled=lambda: not keep_going(),
                                  imports_done=imports_done,
-                                 yield_to=target_reads.busy if opts["yield"] else None,
+                                 yield_to=yield_policy(opts, target_reads, imports_done),
                                  stats=stats)
         except ReadaheadUnsupported:
             handle = prefetch(snap, **run_prefetch_options())

@@ -27,7 +27,8 @@ from headstart.pagecache.ranges import Range
 from headstart.profiles.store import Validated
 from headstart.trace import tracer
 
-__all__ = ["looks_resident", "missing_bytes", "readahead_by_options", "replay", "stream"]
+__all__ = ["looks_resident", "missing_bytes", "readahead_by_options", "replay", "stream",
+           "yield_policy"]
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +121,7 @@ def replay(validated: Validated, *, library_workers: int | None = None,
 
     opts = replay_options()
     if opts["method"] == "readahead" and not (library_workers or weight_workers):
-        yield_to = target_reads.busy if target_reads is not None and opts["yield"] else None
+        yield_to = yield_policy(opts, target_reads, imports_done)
         handle = _readahead(validated, opts, cancelled, imports_done, yield_to)
         if handle is not None:
             on_handle(handle)
@@ -149,6 +150,19 @@ def replay(validated: Validated, *, library_workers: int | None = None,
             info["bytes_skipped_resident"] = st.bytes_skipped_resident
         log.info("profile replay of %s: %s", name, handle.stats)
     return handles
+
+
+def yield_policy(opts: dict, target_reads: Any,
+                 imports_done: Callable[[float], bool] | None) -> Callable[[], bool] | None:
+    """The ``yield_to`` of a readahead pass by ``opts["yield"]``: the target's tree reading
+    from the disk (``always``), that only until ``imports_done`` fires (``imports``), or
+    None (``never``, or no target to watch)."""
+    mode = opts["yield"]
+    if target_reads is None or mode == "never":
+        return None
+    if mode == "imports" and imports_done is not None:
+        return lambda: not imports_done(0.0) and target_reads.busy()
+    return target_reads.busy
 
 
 class ReadaheadReplay:
