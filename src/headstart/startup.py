@@ -18,6 +18,7 @@ import contextlib
 import os
 import threading
 
+from headstart._say import say
 from headstart._struct import Struct
 from headstart.trace import tracer
 
@@ -163,13 +164,8 @@ def preload_now(plan: StartupPlan) -> tuple[str, ...]:
         return plan.preload
     tracer.instant("preload skipped", cat="import", reason="libraries resident")
     if plan.verbose:
-        _say_now("preload skipped: the profile's library pages are resident")
+        say("preload skipped: the profile's library pages are resident")
     return ()
-
-
-def _say_now(msg: str) -> None:
-    with contextlib.suppress(OSError):
-        os.write(2, f"headstart: {msg}\n".encode())
 
 
 def _signal_imports_done(fd: int) -> None:

@@ -243,6 +243,33 @@ def test_touch_sampler_keeps_the_order_the_page_tables_were_touched_in(tmp_path)
     assert (real, 1) not in times.first and times.samples == 2
 
 
+def test_touch_sampler_ranks_a_chunk_by_when_half_of_it_was_touched(tmp_path):
+    """A loader that touches the first page of each tensor, then copies them in another
+    order: the chunk copied first ranks first; the one only peeked at keeps its first
+    touch."""
+    import mmap
+
+    from headstart.profiles.autorecord import TouchSampler
+
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(os.urandom(12 * MiB))
+    real = os.path.realpath(path)
+    sampler = TouchSampler(lambda: [os.getpid()], [real], chunk=4 * MiB)
+    with open(path, "rb") as fh:
+        m = mmap.mmap(fh.fileno(), 0, prot=mmap.PROT_READ)
+        for c in range(3):
+            _ = m[c * 4 * MiB]  # a peek at every chunk (it maps a 2 MiB folio: half of one)
+        sampler.sample()
+        _ = bytes(m[8 * MiB:12 * MiB])  # chunk 2 copied first
+        sampler.sample()
+        _ = bytes(m[0:4 * MiB])  # then chunk 0; chunk 1 only ever peeked at
+        sampler.sample()
+        m.close()
+    times = sampler.times()
+    assert times.first[(real, 2)] == 1 and times.first[(real, 0)] == 2
+    assert times.first[(real, 1)] == 0
+
+
 @pytest.mark.root
 def test_a_full_disk_while_writing_the_profile_leaves_nothing_behind(setup, tmp_path):
     if os.geteuid() != 0:

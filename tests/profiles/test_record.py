@@ -217,6 +217,41 @@ def test_weight_sampler_orders_chunks_by_first_residency(tmp_path):
     assert order == [(path, 12 * MiB, 4 * MiB), (path, 8 * MiB, 4 * MiB), (path, 0, 8 * MiB)]
 
 
+def test_weight_sampler_ranks_a_chunk_by_when_half_of_it_was_read(tmp_path):
+    """A loader that reads one page at the start of every tensor before it copies them: the
+    chunk it then copies first ranks first, not the chunks it only peeked into; a chunk
+    never half read keeps the sample that first saw any of it."""
+    from headstart.profiles.weights import WeightSampler as _WeightSampler
+
+    require_disk(tmp_path)
+    path = make_file(tmp_path / "w.safetensors", 16 * MiB)
+    sampler = _WeightSampler([path], chunk=4 * MiB)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
+        for c in (0, 1, 3):
+            os.pread(fd, 4096, c * 4 * MiB)  # a peek at chunks 0, 1 and 3
+        sampler.sample()
+        os.pread(fd, 4 * MiB, 12 * MiB)  # chunk 3 copied first
+        sampler.sample()
+        os.pread(fd, 4 * MiB, 0)  # then chunk 0; chunk 1 only ever peeked at
+        sampler.sample()
+    finally:
+        os.close(fd)
+    times = sampler.times()
+    assert times.first[(path, 3)] == 1 and times.first[(path, 0)] == 2
+    assert times.first[(path, 1)] == 0 and (path, 2) not in times.first
+    order = sampler.order([(path, 0, 8 * MiB), (path, 12 * MiB, 4 * MiB)], {path: 0})
+    assert order == [(path, 4 * MiB, 4 * MiB), (path, 12 * MiB, 4 * MiB), (path, 0, 4 * MiB)]
+
+
+def test_chunk_bytes_splits_runs_at_chunk_boundaries():
+    from headstart.profiles.weights import chunk_bytes
+
+    assert chunk_bytes([(0, 10), (14, 4), (30, 1)], 8) == {0: 8, 1: 2 + 2, 2: 2, 3: 1}
+    assert chunk_bytes([], 8) == {}
+
+
 def test_pagemap_shows_only_touched_pages_of_a_mapping(tmp_path):
     """A process maps a cold 16 MiB file and touches two pages: the pagemap names those
     (plus at most the kernel's fault-around neighbours), while read-around made far more

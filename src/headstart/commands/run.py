@@ -10,8 +10,8 @@ detached helper process has started the prefetch. Exit status, signals, ``sys.ar
 from __future__ import annotations
 
 import os
-import sys
 
+from headstart._say import say
 from headstart.settings import HUB_CHOICES
 
 TYPE_CHECKING = False
@@ -99,10 +99,6 @@ def add_parser(sub, name: str, help_text: str) -> argparse.ArgumentParser:
     return p
 
 
-def _say(msg: str) -> None:
-    print(f"headstart: {msg}", file=sys.stderr, flush=True)
-
-
 def run(args: argparse.Namespace) -> int:
     """Prepare, start background work, launch. In-process targets do not return here
     normally: their SystemExit/exception propagates unchanged (cli.main does not catch it)."""
@@ -112,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     if cmd and cmd[0] == "--":
         cmd = cmd[1:]
     if not cmd:
-        _say("run: error: no command given (usage: headstart run [OPTIONS] -- CMD [ARGS...])")
+        say("run: error: no command given (usage: headstart run [OPTIONS] -- CMD [ARGS...])")
         return 2
 
     from headstart.settings import disabled
@@ -126,14 +122,14 @@ def run(args: argparse.Namespace) -> int:
         plan = _build(args, cmd)
     except Exception as exc:  # acceleration is optional: never block the target on it
         if args.verbose:
-            _say(f"planning failed, running without acceleration: {exc}")
+            say(f"planning failed, running without acceleration: {exc}")
         tracer.instant("plan failed", error=str(exc))
         return _launch_plain(cmd)
 
     if plan.verbose:
-        _say(plan.describe())
+        say(plan.describe())
         for note in plan.notes:
-            _say(f"{plan.adapter}: {note}")
+            say(f"{plan.adapter}: {note}")
     if plan.trace:
         _write_trace_at_exit(plan.trace)
     tracer.instant("plan", cat="run", summary=plan.describe())
@@ -147,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
                 startup.start_detached_prefetch(plan)
             except Exception as exc:
                 if plan.verbose:
-                    _say(f"detached prefetch failed: {exc}")
+                    say(f"detached prefetch failed: {exc}")
         tracer.instant("target exec", cat="run", argv=list(plan.argv))
         if plan.trace:
             _flush_trace(plan.trace)
@@ -158,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
         _write_trace_when_done(plan.trace, started)
     if plan.verbose and started.errors:
         for err in started.errors:
-            _say(err)
+            say(err)
     tracer.instant("target start", cat="run", argv=list(plan.argv))
     if plan.verbose > 1:
         _report_at_exit(started)
@@ -191,13 +187,13 @@ def _exec(argv: list[str]) -> int:
     try:
         exec_target(argv)
     except FileNotFoundError:
-        _say(f"run: {argv[0]}: command not found")
+        say(f"run: {argv[0]}: command not found")
         return 127
     except PermissionError:
-        _say(f"run: {argv[0]}: permission denied")
+        say(f"run: {argv[0]}: permission denied")
         return 126
     except OSError as exc:
-        _say(f"run: {argv[0]}: {exc.strerror or exc}")
+        say(f"run: {argv[0]}: {exc.strerror or exc}")
         return 126
     raise AssertionError("exec returned")  # pragma: no cover
 
@@ -208,7 +204,7 @@ def _flush_trace(path: str) -> None:
     try:
         tracer.write(path)
     except OSError as exc:
-        _say(f"cannot write trace {path}: {exc}")
+        say(f"cannot write trace {path}: {exc}")
 
 
 def _write_trace_at_exit(path: str) -> None:
@@ -240,12 +236,12 @@ def _report_at_exit(started) -> None:
 
     def report() -> None:
         for handle in started.prefetches:
-            _say(f"prefetch: {handle.stats}")
+            say(f"prefetch: {handle.stats}")
         if started.preload is not None:
-            _say(f"preload: {started.preload}")
+            say(f"preload: {started.preload}")
         if started.forkserver is not None:
-            _say(f"forkserver: {started.forkserver}")
+            say(f"forkserver: {started.forkserver}")
         if started.zygote is not None:
-            _say(f"zygote: {started.zygote}")
+            say(f"zygote: {started.zygote}")
 
     atexit.register(report)

@@ -45,8 +45,10 @@ LIMIT = 600.0
 
 
 class TouchSampler(WeightSampler):
-    """First time each ``chunk`` of the weight files was seen mapped and present in the
-    tree's page tables (``/proc/PID/pagemap``), every ``interval`` seconds; otherwise a
+    """First time more than half of each ``chunk`` of the weight files (of the part a
+    mapping holds; one touch maps a whole large folio, 2 MiB here) was seen mapped and
+    present in the tree's page tables (``/proc/PID/pagemap``), every ``interval`` seconds;
+    otherwise a
     :class:`~headstart.profiles.weights.WeightSampler` (``start``, ``stop``, ``times``)."""
 
     def __init__(self, pids: Callable[[], list[int]], weights: Collection[str],
@@ -80,13 +82,15 @@ class TouchSampler(WeightSampler):
 
     def _note(self, path: str, first_page: int, present: bytes, per_chunk: int) -> None:
         """``present`` starts at ``first_page`` of the file, which need not be a chunk
-        boundary: each present page counts for the chunk holding it."""
+        boundary: each present page counts for the chunk holding it. A chunk not yet more than
+        half present is read again by the next sample (page tables keep what was touched)."""
         i = 0
         while i < len(present):
             chunk = (first_page + i) // per_chunk
             n = (chunk + 1) * per_chunk - (first_page + i)  # pages left in this chunk
-            if 1 in present[i:i + n]:
-                self.first.setdefault((path, chunk), self.samples)
+            part = present[i:i + n]
+            if 1 in part:
+                self.note((path, chunk), self.samples, 2 * part.count(1) > len(part))
             i += n
 
 

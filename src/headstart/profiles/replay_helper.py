@@ -47,12 +47,6 @@ def _fd_signal(fd: int):
     return wait
 
 
-def _say(msg: str) -> None:
-    """One line on the target's stderr (kept open for the helper only with ``-v``)."""
-    with contextlib.suppress(OSError):
-        os.write(2, f"headstart: {msg}\n".encode())
-
-
 def _lower_cpu_priority(target: int) -> None:
     """The target comes first: this process only runs ahead of it, at nice 10, and a warm
     start costs it one residency check (benchmarks/design_measurements.md). A nice value
@@ -120,7 +114,10 @@ def main(argv: list[str]) -> int:
              "keep_going": lambda: _alive(parent)}
     imports_fd = spec.get("imports_fd")
     imports_done = _fd_signal(imports_fd) if isinstance(imports_fd, int) else None
-    say = _say if spec.get("verbose") else (lambda _m: None)
+    from headstart._say import say as say_on_stderr
+
+    # the target's stderr, kept open for the helper only with -v
+    say = say_on_stderr if spec.get("verbose") else (lambda _m: None)
     if key and why is None and replay_profile(
             key, refs, imports_done=imports_done, target=parent,
             on_coverage=lambda cov: say(cov.describe()), **where):
