@@ -13,6 +13,7 @@ from headstart.profiles.layout import (
     ChunkTimes,
     merge_duplicates,
     order_by_chunk,
+    reads_backwards,
     split_by_touch,
     startup_ranges,
     trim_to_touched,
@@ -108,6 +109,26 @@ def test_order_chunk_boundary_exactly_at_range_end():
     assert order_by_chunk([("a", 0, 20)], times, {}) == [("a", 0, 20)]
     later = ChunkTimes(10, {("a", 0): 1, ("a", 1): 0}, 2)
     assert order_by_chunk([("a", 0, 20)], later, {}) == [("a", 10, 10), ("a", 0, 10)]
+
+
+def test_order_follows_a_loader_that_reads_a_file_backwards_inside_one_sample():
+    # chunks 8-9 seen in sample 0, 4-7 in sample 1, 0-3 in sample 2: a loader walking the
+    # file from its end. Inside a sample it wants the last chunk first too.
+    first = {("a", c): 0 if c >= 8 else (1 if c >= 4 else 2) for c in range(10)}
+    times = ChunkTimes(10, first, 3)
+    assert reads_backwards(times, "a") and not reads_backwards(times, "b")
+    assert order_by_chunk([("a", 0, 100)], times, {}) == [
+        ("a", 90, 10), ("a", 80, 10), ("a", 70, 10), ("a", 60, 10), ("a", 50, 10),
+        ("a", 40, 10), ("a", 30, 10), ("a", 20, 10), ("a", 10, 10), ("a", 0, 10)]
+    # the same chunks read forwards: ascending inside each sample, merged again
+    forwards = ChunkTimes(10, {("a", c): 9 - first[("a", c)] for c in range(10)}, 10)
+    assert not reads_backwards(forwards, "a")
+    assert order_by_chunk([("a", 0, 100)], forwards, {}) == [("a", 0, 100)]
+    # one sample only, or no samples: no direction, offset order
+    assert not reads_backwards(ChunkTimes(10, {("a", 0): 0, ("a", 5): 0}, 1), "a")
+    # up and down equally often: not backwards
+    zigzag = ChunkTimes(10, {("a", 0): 0, ("a", 5): 1, ("a", 1): 2}, 3)
+    assert not reads_backwards(zigzag, "a")
 
 
 # startup_ranges ----------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 A profile replays, in this order: each library file's resident runs, files in first-open
 order and offsets ascending within a file; then the weight files' runs cut at chunk
-boundaries, in the order the loader made each chunk resident. Runs of files the tree still
+boundaries, in the order the loader made each chunk resident (chunks of one sample in the
+direction the loader walked that file). Runs of files the tree still
 mapped are first trimmed to the pages it touched; what the trim drops (the kernel's
 read-around of its faults) becomes the profile's tail, which a replay reads only where
 ``HEADSTART_REPLAY_TAIL`` places it. One real path recorded twice (a symlink and its
@@ -11,6 +12,7 @@ target both opened) becomes one file entry.
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 from headstart.profiles.store import FileEntry
 
 __all__ = ["HEAD_BYTES", "PAGE", "ChunkTimes", "merge_duplicates", "order_by_chunk",
-           "split_by_touch", "startup_ranges", "trim_to_touched"]
+           "reads_backwards", "split_by_touch", "startup_ranges", "trim_to_touched"]
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 HEAD_BYTES = 65536  # ELF headers are read with read(), not through the mapping: always kept
@@ -71,25 +73,43 @@ def split_by_touch(runs: Sequence[Run], touched: bytes | bytearray,
 def order_by_chunk(ranges: Sequence[tuple[str, int, int]], times: ChunkTimes,
                    file_rank: Mapping[str, int]) -> list[tuple[str, int, int]]:
     """``ranges`` (path, offset, length) cut at chunk boundaries and sorted by when each
-    chunk became resident, then by ``file_rank`` of the path (0 when absent), offset;
+    chunk became resident, then by ``file_rank`` of the path (0 when absent), then by
+    offset: ascending, or descending in a file the loader read from its end to its start
+    (:func:`reads_backwards`), where chunks seen in one sample are needed last-first too;
     pieces of one path that end where the next begins are merged again."""
+    backwards = {path for path in {r[0] for r in ranges} if reads_backwards(times, path)}
     pieces = []
     for path, off, length in ranges:
         end = off + length
+        sign = -1 if path in backwards else 1
         while off < end:
             c = off // times.chunk
             stop = min(end, (c + 1) * times.chunk)
             when = times.first.get((path, c), times.samples)
-            pieces.append((when, file_rank.get(path, 0), off, path, stop - off))
+            pieces.append((when, file_rank.get(path, 0), sign * off, path, stop - off))
             off = stop
     pieces.sort()
     out: list[list] = []
-    for _when, _rank, off, path, length in pieces:
+    for _when, _rank, signed_off, path, length in pieces:
+        off = abs(signed_off)
         if out and out[-1][0] == path and out[-1][1] + out[-1][2] == off:
             out[-1][2] += length
         else:
             out.append([path, off, length])
     return [(p, o, n) for p, o, n in out]
+
+
+def reads_backwards(times: ChunkTimes, path: str) -> bool:
+    """True when, from one sample to the next, the chunks of ``path`` seen first moved
+    towards the file's start more often than towards its end (each sample's mean chunk
+    against the previous one's): a loader that walks a shard last tensor first."""
+    by_sample: dict[int, list[int]] = {}
+    for (p, c), when in times.first.items():
+        if p == path:
+            by_sample.setdefault(when, []).append(c)
+    means = [sum(cs) / len(cs) for _when, cs in sorted(by_sample.items())]
+    steps = [b - a for a, b in itertools.pairwise(means)]
+    return sum(d < 0 for d in steps) > sum(d > 0 for d in steps)
 
 
 def startup_ranges(files: Sequence[FileEntry], runs: Sequence[Sequence[Run]],
