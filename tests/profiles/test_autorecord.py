@@ -220,17 +220,23 @@ def test_auto_record_off(setup):
     assert _profiles(setup["cache"]) == []
 
 
-def test_touch_sampler_keeps_the_order_the_page_tables_were_touched_in(tmp_path):
-    """Two samples of this process's own mapping: the chunk touched first ranks first,
-    a chunk never touched is not listed."""
-    import mmap
-
+def _touch_sampled_model(tmp_path):
+    """A 12 MiB weight file (resident: just written) and a TouchSampler of this process's
+    own page tables, with 4 MiB chunks."""
     from headstart.profiles.autorecord import TouchSampler
 
     path = tmp_path / "model.safetensors"
     path.write_bytes(os.urandom(12 * MiB))
     real = os.path.realpath(path)
-    sampler = TouchSampler(lambda: [os.getpid()], [real], chunk=4 * MiB)
+    return path, real, TouchSampler(lambda: [os.getpid()], [real], chunk=4 * MiB)
+
+
+def test_touch_sampler_keeps_the_order_the_page_tables_were_touched_in(tmp_path):
+    """Two samples of this process's own mapping: the chunk touched first ranks first,
+    a chunk never touched is not listed."""
+    import mmap
+
+    path, real, sampler = _touch_sampled_model(tmp_path)
     with open(path, "rb") as fh:
         m = mmap.mmap(fh.fileno(), 0, prot=mmap.PROT_READ)
         _ = m[9 * MiB]  # chunk 2 first
@@ -249,12 +255,7 @@ def test_touch_sampler_ranks_a_chunk_by_when_half_of_it_was_touched(tmp_path):
     touch."""
     import mmap
 
-    from headstart.profiles.autorecord import TouchSampler
-
-    path = tmp_path / "model.safetensors"
-    path.write_bytes(os.urandom(12 * MiB))
-    real = os.path.realpath(path)
-    sampler = TouchSampler(lambda: [os.getpid()], [real], chunk=4 * MiB)
+    path, real, sampler = _touch_sampled_model(tmp_path)
     with open(path, "rb") as fh:
         m = mmap.mmap(fh.fileno(), 0, prot=mmap.PROT_READ)
         for c in range(3):

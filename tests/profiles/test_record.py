@@ -195,16 +195,22 @@ def test_resident_runs_match_reads(tmp_path):
         resident_runs(str(tmp_path / "missing"))
 
 
-def test_weight_sampler_orders_chunks_by_first_residency(tmp_path):
-    """A loader that reads the second half of a shard first is replayed in that order."""
-    from headstart.profiles.weights import WeightSampler as _WeightSampler
+def _sampled_cold_shard(tmp_path):
+    """A cold 16 MiB weight file, a WeightSampler of it (4 MiB chunks) and an fd that reads
+    exactly what is asked (no readahead)."""
+    from headstart.profiles.weights import WeightSampler
 
     require_disk(tmp_path)
     path = make_file(tmp_path / "w.safetensors", 16 * MiB)
-    sampler = _WeightSampler([path], chunk=4 * MiB)
     fd = os.open(path, os.O_RDONLY)
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
+    return path, WeightSampler([path], chunk=4 * MiB), fd
+
+
+def test_weight_sampler_orders_chunks_by_first_residency(tmp_path):
+    """A loader that reads the second half of a shard first is replayed in that order."""
+    path, sampler, fd = _sampled_cold_shard(tmp_path)
     try:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
         os.pread(fd, 4 * MiB, 12 * MiB)  # chunk 3 first
         sampler.sample()
         os.pread(fd, 4 * MiB, 8 * MiB)  # then chunk 2
@@ -214,21 +220,17 @@ def test_weight_sampler_orders_chunks_by_first_residency(tmp_path):
     finally:
         os.close(fd)
     order = sampler.order([(path, 0, 16 * MiB)], {path: 0})
-    assert order == [(path, 12 * MiB, 4 * MiB), (path, 8 * MiB, 4 * MiB), (path, 0, 8 * MiB)]
+    # it walked the file from its end: the two chunks of the last sample go last-first too
+    assert order == [(path, 12 * MiB, 4 * MiB), (path, 8 * MiB, 4 * MiB),
+                     (path, 4 * MiB, 4 * MiB), (path, 0, 4 * MiB)]
 
 
 def test_weight_sampler_ranks_a_chunk_by_when_half_of_it_was_read(tmp_path):
     """A loader that reads one page at the start of every tensor before it copies them: the
     chunk it then copies first ranks first, not the chunks it only peeked into; a chunk
     never half read keeps the sample that first saw any of it."""
-    from headstart.profiles.weights import WeightSampler as _WeightSampler
-
-    require_disk(tmp_path)
-    path = make_file(tmp_path / "w.safetensors", 16 * MiB)
-    sampler = _WeightSampler([path], chunk=4 * MiB)
-    fd = os.open(path, os.O_RDONLY)
+    path, sampler, fd = _sampled_cold_shard(tmp_path)
     try:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
         for c in (0, 1, 3):
             os.pread(fd, 4096, c * 4 * MiB)  # a peek at chunks 0, 1 and 3
         sampler.sample()
