@@ -256,13 +256,15 @@ def _refusal(start_method_env: str | None) -> str | None:
         return "this is a multiprocessing child still bootstrapping"
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return "the forkserver start method is not available on this platform"
-    current = multiprocessing.get_start_method(allow_none=True)
-    if current not in (None, "forkserver"):
-        return f"the start method is already set to {current!r}"
+    # the variable first: it is fixed from the process's start, while the target may set the
+    # global method (to what the variable asks) at any moment after this thread began
     if start_method_env:
         value = os.environ.get(start_method_env)
         if value and value != "forkserver":
             return f"{start_method_env}={value}"
+    current = multiprocessing.get_start_method(allow_none=True)
+    if current not in (None, "forkserver"):
+        return f"the start method is already set to {current!r}"
     cuda = cuda_initialised()
     if cuda:
         return f"CUDA already initialised in this process: {cuda}"
