@@ -240,11 +240,11 @@ def replay_options() -> dict[str, object]:
         size = _env_size(name, least=least)
         if size is not None:
             opts[key] = size
-    value = env_str("HEADSTART_REPLAY_YIELD")
-    if value and value.strip().lower() in YIELD_CHOICES:
-        opts["yield"] = value.strip().lower()
+    value = (env_str("HEADSTART_REPLAY_YIELD") or "").strip().lower()
+    if value in YIELD_CHOICES:
+        opts["yield"] = value
     elif value:
-        opts["yield"] = "always" if env_bool("HEADSTART_REPLAY_YIELD", True) else "never"
+        opts["yield"] = "always" if _parse_bool(value, True) else "never"
     ioprio = env_str("HEADSTART_REPLAY_IOPRIO")
     if ioprio in IOPRIO_CHOICES:
         opts["ioprio"] = ioprio

@@ -48,8 +48,8 @@ class TouchSampler(WeightSampler):
     """First time more than half of each ``chunk`` of the weight files (of the part a
     mapping holds; one touch maps a whole large folio, 2 MiB here) was seen mapped and
     present in the tree's page tables (``/proc/PID/pagemap``), every ``interval`` seconds;
-    otherwise a
-    :class:`~headstart.profiles.weights.WeightSampler` (``start``, ``stop``, ``times``)."""
+    otherwise a :class:`~headstart.profiles.weights.WeightSampler` (``start``, ``stop``,
+    ``times``)."""
 
     def __init__(self, pids: Callable[[], list[int]], weights: Collection[str],
                  chunk: int = 4 * 2**20, interval: float = 0.1) -> None:
@@ -67,8 +67,9 @@ class TouchSampler(WeightSampler):
         self.samples += 1
 
     def _unseen(self, path: str, lo: int, hi: int) -> list[tuple[int, int]]:
-        """The file bytes of ``[lo, hi)`` in chunks not seen touched yet, as runs: only their
-        page tables are read (a loaded 2 GB shard is 4 MB of entries, 10 times a second)."""
+        """The file bytes of ``[lo, hi)`` in chunks not yet more than half touched, as runs:
+        only their page tables are read (a loaded 2 GB shard is 4 MB of entries, 10 times a
+        second)."""
         out: list[tuple[int, int]] = []
         for c in range(lo // self.chunk, (hi - 1) // self.chunk + 1):
             if (path, c) in self.first:

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from headstart.profiles.store import FileEntry
 
-__all__ = ["HEAD_BYTES", "PAGE", "ChunkTimes", "merge_duplicates", "order_by_chunk",
+__all__ = ["HEAD_BYTES", "PAGE", "ChunkTimes", "chunk_pieces", "merge_duplicates",
+           "order_by_chunk",
            "reads_backwards", "split_by_touch", "startup_ranges", "trim_to_touched"]
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -70,6 +71,17 @@ def split_by_touch(runs: Sequence[Run], touched: bytes | bytearray,
     return kept, dropped
 
 
+def chunk_pieces(off: int, length: int, chunk: int) -> Iterator[tuple[int, int, int]]:
+    """``(chunk index, start, end)`` of the bytes ``[off, off + length)`` cut at multiples of
+    ``chunk``."""
+    end = off + length
+    while off < end:
+        c = off // chunk
+        stop = min(end, (c + 1) * chunk)
+        yield c, off, stop
+        off = stop
+
+
 def order_by_chunk(ranges: Sequence[tuple[str, int, int]], times: ChunkTimes,
                    file_rank: Mapping[str, int]) -> list[tuple[str, int, int]]:
     """``ranges`` (path, offset, length) cut at chunk boundaries and sorted by when each
@@ -80,14 +92,10 @@ def order_by_chunk(ranges: Sequence[tuple[str, int, int]], times: ChunkTimes,
     backwards = {path for path in {r[0] for r in ranges} if reads_backwards(times, path)}
     pieces = []
     for path, off, length in ranges:
-        end = off + length
         sign = -1 if path in backwards else 1
-        while off < end:
-            c = off // times.chunk
-            stop = min(end, (c + 1) * times.chunk)
+        for c, lo, hi in chunk_pieces(off, length, times.chunk):
             when = times.first.get((path, c), times.samples)
-            pieces.append((when, file_rank.get(path, 0), sign * off, path, stop - off))
-            off = stop
+            pieces.append((when, file_rank.get(path, 0), sign * lo, path, hi - lo))
     pieces.sort()
     out: list[list] = []
     for _when, _rank, signed_off, path, length in pieces:

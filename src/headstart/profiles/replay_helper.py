@@ -15,6 +15,8 @@ import json
 import os
 import sys
 
+from headstart._say import say as say_on_stderr
+
 __all__ = ["main"]
 
 
@@ -114,8 +116,6 @@ def main(argv: list[str]) -> int:
              "keep_going": lambda: _alive(parent)}
     imports_fd = spec.get("imports_fd")
     imports_done = _fd_signal(imports_fd) if isinstance(imports_fd, int) else None
-    from headstart._say import say as say_on_stderr
-
     # the target's stderr, kept open for the helper only with -v
     say = say_on_stderr if spec.get("verbose") else (lambda _m: None)
     if key and why is None and replay_profile(

@@ -13,7 +13,8 @@ it then reads them in; and one touch of a mapping maps a whole large folio (2 Mi
 that first saw any of it.
 
 What it misses: the order inside a chunk, and reads faster than the sampling period (they
-share one sample number and fall back to file order, then offset).
+share one sample number and fall back to file order, then offset in the direction the
+loader walked the file).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import threading
 from collections.abc import Iterable
 
 from headstart.pagecache.residency import resident_runs
-from headstart.profiles.layout import ChunkTimes, order_by_chunk
+from headstart.profiles.layout import ChunkTimes, chunk_pieces, order_by_chunk
 
 __all__ = ["WeightSampler", "chunk_bytes"]
 
@@ -35,12 +36,8 @@ def chunk_bytes(runs: Iterable[tuple[int, int]], chunk: int) -> dict[int, int]:
     """Bytes of ``runs`` (offset, length; disjoint) in each ``chunk``-byte chunk they meet."""
     out: dict[int, int] = {}
     for off, length in runs:
-        end = off + length
-        while off < end:
-            c = off // chunk
-            stop = min(end, (c + 1) * chunk)
-            out[c] = out.get(c, 0) + stop - off
-            off = stop
+        for c, lo, hi in chunk_pieces(off, length, chunk):
+            out[c] = out.get(c, 0) + hi - lo
     return out
 
 
