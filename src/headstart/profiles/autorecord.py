@@ -85,14 +85,12 @@ class TouchSampler(WeightSampler):
         """``present`` starts at ``first_page`` of the file, which need not be a chunk
         boundary: each present page counts for the chunk holding it. A chunk not yet more than
         half present is read again by the next sample (page tables keep what was touched)."""
-        i = 0
-        while i < len(present):
-            chunk = (first_page + i) // per_chunk
-            n = (chunk + 1) * per_chunk - (first_page + i)  # pages left in this chunk
-            part = present[i:i + n]
+        from headstart.profiles.layout import chunk_pieces
+
+        for chunk, lo, hi in chunk_pieces(first_page, len(present), per_chunk):
+            part = present[lo - first_page:hi - first_page]
             if 1 in part:
                 self.note((path, chunk), self.samples, 2 * part.count(1) > len(part))
-            i += n
 
 
 class ReadyWatch:
