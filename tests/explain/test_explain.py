@@ -5,7 +5,8 @@ Tolerances (stated, the only timed assertions): a process that spins SPIN_S seco
 at least 70 % of it as CPU and at most 0.05 s of disk wait; the process that does only
 uncached 4 KiB random reads shows a disk wait that matches what its own thread measured as
 blocked (wall time less on-CPU and run-queue time, from its schedstat) within half to 1.1 times
-plus 30 ms under delay accounting (which starts counting when the sampler first sees it), and
+plus 30 ms under delay accounting (counted from the birth of a process born after the sampler
+started, however late the first sample comes on a busy machine), and
 some disk wait with the sampled D state; the process that sleeps SLEEP_S shows at least 70 %
 of it as sleep.
 Bytes are exact: what the kernel says was fetched for each file, in whole pages.

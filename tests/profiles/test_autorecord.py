@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from _pagecache_util import MiB, make_file, model_folder
+from _pagecache_util import MiB, make_file, model_folder, resident
 
 PY = sys.executable
 
@@ -112,7 +112,12 @@ def test_a_start_without_a_profile_records_one(setup):
     index = profile.files.index(w)
     assert sum(n for i, _o, n in profile.ranges if i == index) == 6 * MiB  # whole
     lib_index = profile.files.index(by_path[os.path.realpath(setup["lib"])])
-    assert sum(n for i, _o, n in profile.ranges if i == lib_index) == 2 * MiB
+    # the library's ranges are what was resident when the recording ended; a reclaim daemon
+    # (this VM's DAMON pageout) took a few pages of it before then on CI, and a reclaim only
+    # removes, so what is missing is at most what is gone now (and small)
+    recorded = sum(n for i, _o, n in profile.ranges if i == lib_index)
+    gone_now = 2 * MiB - resident(setup["lib"])
+    assert 2 * MiB - min(gone_now, 256 * 1024) <= recorded <= 2 * MiB
     # libraries come before weights in the replay order
     roles = [profile.files[i].role for i, _o, _n in profile.ranges]
     assert roles.index("weights") > roles.index("library")

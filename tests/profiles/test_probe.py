@@ -76,19 +76,30 @@ def test_points_are_library_pages_the_start_read(tmp_path) -> None:
     assert set(points) == {paths[0], paths[1], paths[2]}
 
 
+def _cold_answer(key: str, *paths: str) -> bool | None:
+    """The probe's answer with ``paths`` evicted. A miss starts the kernel's readahead and
+    on a very fast device it can land before the check (probe.py's docstring): such a
+    false "resident" is the kernel's doing, so it is asked again, a few times, with the
+    pages evicted again; a probe that ignores a file answers True every time."""
+    for _ in range(5):
+        _evict(*paths)
+        answer = libraries_resident(key)
+        if answer is not True:
+            return answer
+    return True
+
+
 def test_answer_follows_the_page_cache(tmp_path) -> None:
     prof, paths = _profile(tmp_path)
     assert libraries_resident(prof.key) is None  # no probe yet
     save_profile(prof)  # writes KEY.probe beside the profile
     assert os.path.isfile(probe_path(prof.key))
-    drop(*paths)
-    assert libraries_resident(prof.key) is False
+    assert _cold_answer(prof.key, *paths) is False
     points = probe_points(prof)
     _evict(*paths)
     _read_pages(points)
     assert libraries_resident(prof.key) is True
-    drop(paths[2])  # one library evicted: not warm
-    assert libraries_resident(prof.key) is False
+    assert _cold_answer(prof.key, paths[2]) is False  # one library evicted: not warm
     _evict(*paths)
     _read_pages(points)
     os.unlink(paths[1])  # a file gone: not warm either

@@ -15,6 +15,13 @@ the first-touch order, kept beside the profile in ``KEY.probe`` (one line per fi
 a space, the path). Each page is checked with ``preadv(..., RWF_NOWAIT)``, which returns
 ``EAGAIN`` instead of waiting for the disk; the first miss ends the check (it also starts
 the kernel's readahead there, of a range the target reads next anyway).
+
+That readahead can land before the kernel looks again (a device that completes a read in
+microseconds, seen once in a few hundred CI runs), and the miss then reads as resident. The
+answer errs towards "warm" only there, on a disk that fast the imports hardly wait for it,
+and the cost is a preload not started; a stdlib-only check on the hot path has no
+side-effect-free alternative (``mincore`` and ``cachestat`` need ``ctypes``, 10-16 ms to
+import cold).
 """
 
 from __future__ import annotations

@@ -147,6 +147,8 @@ class TreeSampler:
         self._placed: set[str] = {str(self._me)}  # /proc names known as member or foreign
         self._files: dict[int, procfs.ProcFiles] = {}  # kept open on live members
         self._offset = boot_to_monotonic()
+        # delay accounting counted all the life of a process born after this moment
+        self._since = time.monotonic() if self.source == "delayacct" else float("inf")
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="headstart-sampler",
@@ -275,9 +277,15 @@ class TreeSampler:
         # Each increment is at most the wall time since the last sample (one main thread):
         # a task that blocked before delay accounting was switched on reports its whole
         # uptime as a delay when it wakes (seen on 6.18); such a jump is not a delay.
+        # A process born after the sampler started (start time in 10 ms ticks, hence the
+        # margin) counts from zero: on a busy machine the first look can come late.
         raw = st.blkio_delay_s
-        if rec.blkio_raw is not None and raw > rec.blkio_raw:
-            rec.blkio_delay_s += min(raw - rec.blkio_raw, now - rec.last_seen + 0.011)
+        base = rec.blkio_raw
+        since = rec.last_seen
+        if base is None and rec.start > self._since + 0.02:
+            base, since = 0.0, rec.start
+        if base is not None and raw > base:
+            rec.blkio_delay_s += min(raw - base, now - since + 0.011)
         rec.blkio_raw = raw
         files = self._files_of(rec.pid)
         io = files.io()
