@@ -10,7 +10,7 @@ import sys
 import time
 
 import pytest
-from tests._pagecache_util import MiB, drop, make_file, require_disk
+from tests._pagecache_util import MiB, drop, make_file, require_disk, resident
 
 from headstart.plan import RunOptions, build_plan
 from headstart.profiles.probe import PAGE, libraries_resident, probe_path, probe_points
@@ -41,7 +41,7 @@ def _profile(tmp_path, key: str = "generic-x-0123") -> tuple[Profile, list[str]]
 
 
 def _evict(*paths: str) -> None:
-    """DONTNEED once a miss's readahead (probe.py starts one) has landed: pages under I/O
+    """DONTNEED once the readahead of the pages read before has landed: pages under I/O
     cannot be dropped."""
     deadline = time.monotonic() + 5
     while True:
@@ -76,30 +76,21 @@ def test_points_are_library_pages_the_start_read(tmp_path) -> None:
     assert set(points) == {paths[0], paths[1], paths[2]}
 
 
-def _cold_answer(key: str, *paths: str) -> bool | None:
-    """The probe's answer with ``paths`` evicted. A miss starts the kernel's readahead and
-    on a very fast device it can land before the check (probe.py's docstring): such a
-    false "resident" is the kernel's doing, so it is asked again, a few times, with the
-    pages evicted again; a probe that ignores a file answers True every time."""
-    for _ in range(5):
-        _evict(*paths)
-        answer = libraries_resident(key)
-        if answer is not True:
-            return answer
-    return True
-
-
 def test_answer_follows_the_page_cache(tmp_path) -> None:
     prof, paths = _profile(tmp_path)
     assert libraries_resident(prof.key) is None  # no probe yet
     save_profile(prof)  # writes KEY.probe beside the profile
     assert os.path.isfile(probe_path(prof.key))
-    assert _cold_answer(prof.key, *paths) is False
+    drop(*paths)
+    assert libraries_resident(prof.key) is False
     points = probe_points(prof)
+    assert all(resident(p) == 0 for p in paths)  # the check read nothing
     _evict(*paths)
     _read_pages(points)
     assert libraries_resident(prof.key) is True
-    assert _cold_answer(prof.key, paths[2]) is False  # one library evicted: not warm
+    drop(paths[2])  # one library evicted: not warm
+    assert libraries_resident(prof.key) is False
+    assert resident(paths[2]) == 0
     _evict(*paths)
     _read_pages(points)
     os.unlink(paths[1])  # a file gone: not warm either

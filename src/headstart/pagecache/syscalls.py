@@ -19,13 +19,12 @@ crashing when the call is missing, so callers can fall back.
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import errno
 import os
-import platform
 import stat
 import threading
-from typing import NamedTuple
 
 __all__ = [
     "MADV_POPULATE_READ",
@@ -54,6 +53,8 @@ _UNIFIED_TABLE = {"x86_64", "amd64", "aarch64", "arm64", "riscv64", "ppc64le", "
 _PROT_READ = 0x1
 _MAP_SHARED = 0x01
 _MAP_FAILED = ctypes.c_void_p(-1).value
+# what platform.system() and .machine() say, without importing platform (15 ms: re, ...)
+_SYSNAME, _MACHINE = os.uname().sysname, os.uname().machine.lower()
 
 # statfs f_type values of file systems whose pages DONTNEED cannot drop.
 TMPFS_LIKE: dict[int, str] = {
@@ -68,14 +69,13 @@ TMPFS_LIKE: dict[int, str] = {
 }
 
 
-class CacheStat(NamedTuple):
-    """``struct cachestat``: counts are in pages of :data:`PAGE_SIZE`."""
+# a collections namedtuple, not typing's: typing costs 11 ms to import (re, enum), and the
+# warm-start probe imports this module on the hot path
+class CacheStat(collections.namedtuple(
+        "CacheStat", "nr_cache nr_dirty nr_writeback nr_evicted nr_recently_evicted")):
+    """``struct cachestat``: counts (ints) are in pages of :data:`PAGE_SIZE`."""
 
-    nr_cache: int
-    nr_dirty: int
-    nr_writeback: int
-    nr_evicted: int
-    nr_recently_evicted: int
+    __slots__ = ()
 
 
 class _CacheStatRange(ctypes.Structure):
@@ -152,7 +152,7 @@ def cachestat_available() -> bool:
     """Whether ``cachestat(2)`` works here (probed once, on a file of our own interpreter)."""
     global _cachestat_ok
     if _cachestat_ok is None:
-        if platform.system() != "Linux" or platform.machine().lower() not in _UNIFIED_TABLE:
+        if _SYSNAME != "Linux" or _MACHINE not in _UNIFIED_TABLE:
             _cachestat_ok = False
         else:
             try:
@@ -310,8 +310,8 @@ def set_io_priority(io_class: int, level: int = 0, pid: int = 0) -> None:
     Schedulers that honour it: BFQ (classes and levels), mq-deadline (classes only); ``none``
     and kyber ignore it, and a cgroup throttle sits above all of them. Raises OSError
     (ENOSYS where the call is unknown here)."""
-    nr = _SYS_IOPRIO_SET.get(platform.machine().lower())
-    if nr is None or platform.system() != "Linux":
+    nr = _SYS_IOPRIO_SET.get(_MACHINE)
+    if nr is None or _SYSNAME != "Linux":
         raise OSError(errno.ENOSYS, "ioprio_set is not known on this platform")
     value = (io_class << _IOPRIO_CLASS_SHIFT) | level
     rc = libc().syscall(ctypes.c_long(nr), ctypes.c_int(_IOPRIO_WHO_PROCESS), ctypes.c_int(pid),

@@ -1,5 +1,5 @@
 """Are the libraries a profile's start reads already in the page cache? Asked on the hot
-path, before anything is started, in well under a millisecond.
+path, before anything is started, in a few milliseconds.
 
 A background import only wins time when the imports wait for the disk: with the library
 files resident, importing ``torch`` is CPU work under the GIL, the target's main thread
@@ -12,16 +12,17 @@ The question is answered from a few pages the recorded start really read (a larg
 library's untouched parts are never resident, however warm the start): the first page of
 the first, middle and last range of the libraries it read most and of ranges spread over
 the first-touch order, kept beside the profile in ``KEY.probe`` (one line per file: the offsets,
-a space, the path). Each page is checked with ``preadv(..., RWF_NOWAIT)``, which returns
-``EAGAIN`` instead of waiting for the disk; the first miss ends the check (it also starts
-the kernel's readahead there, of a range the target reads next anyway).
+a space, the path); the first page that is not resident ends the check.
 
-That readahead can land before the kernel looks again (a device that completes a read in
-microseconds, seen once in a few hundred CI runs), and the miss then reads as resident. The
-answer errs towards "warm" only there, on a disk that fast the imports hardly wait for it,
-and the cost is a preload not started; a stdlib-only check on the hot path has no
-side-effect-free alternative (``mincore`` and ``cachestat`` need ``ctypes``, 10-16 ms to
-import cold).
+Each page is asked of ``cachestat(2)`` (mincore where the kernel lacks it and tells us the
+truth), which read nothing. ``preadv(..., RWF_NOWAIT)``, stdlib only and 0.2-0.5 ms for all,
+was the check before, and is still the last resort: it returns ``EAGAIN`` instead of
+waiting for the disk, but a miss starts the kernel's readahead there, and on this project's
+VM (virtio) that read landed before the kernel looked again for 16-60 % of the misses,
+which then read as resident: a cold start skipped its preload. The price of the exact
+check: the first answer takes about 7 ms instead of 1.5 ms (30 files, warm, bytecode
+cached), the import of ``ctypes`` and :mod:`headstart.pagecache.syscalls`; ``torch`` imports
+``ctypes`` anyway, so a start reaches that point 2-3 ms later than before.
 """
 
 from __future__ import annotations
@@ -92,7 +93,6 @@ def libraries_resident(key: str) -> bool | None:
             raw = fh.read()
     except (OSError, ValueError):
         return None
-    buf = [bytearray(1)]
     for line in raw.splitlines():
         offsets, _, name = line.partition(b" ")
         try:
@@ -100,11 +100,27 @@ def libraries_resident(key: str) -> bool | None:
         except OSError:
             return False
         try:
-            for off in offsets.split(b","):
-                if os.preadv(fd, buf, int(off), os.RWF_NOWAIT) != 1:
-                    return False
+            resident = _page_check(fd)
+            if not all(resident(fd, int(off)) for off in offsets.split(b",")):
+                return False
         except (OSError, ValueError):  # BlockingIOError: not resident
             return False
         finally:
             os.close(fd)
     return bool(raw)
+
+
+def _page_check(fd: int):
+    """``resident(fd, offset)`` for the pages of this file: cachestat, mincore where it is
+    trusted for the file, else a one-byte ``RWF_NOWAIT`` read (see the module docstring)."""
+    try:
+        from headstart.pagecache import syscalls
+
+        if syscalls.cachestat_available():
+            return lambda fd, off: syscalls.cachestat(fd, off, PAGE).nr_cache > 0
+        if syscalls.mincore_trusted(os.fstat(fd)):
+            return lambda fd, off: bool(syscalls.mincore_vector(fd, off, PAGE)[0] & 1)
+    except (ImportError, AttributeError, OSError):  # no ctypes here
+        pass
+    buf = [bytearray(1)]
+    return lambda fd, off: os.preadv(fd, buf, off, os.RWF_NOWAIT) == 1
