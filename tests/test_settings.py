@@ -158,3 +158,14 @@ def test_replay_yield_modes_and_when_each_stands_back(monkeypatch):
     assert always() and not imports()
     # no imports signal: "imports" cannot tell, so it stands back throughout like "always"
     assert yield_policy({"yield": "imports"}, reads, None)()
+
+
+def test_whole_file_reads_are_uncapped_unless_asked(monkeypatch):
+    from headstart.settings import REPLAY_DEFAULTS, WHOLE_FILE_EARLY_RATE, replay_options
+
+    monkeypatch.delenv("HEADSTART_REPLAY_EARLY_RATE", raising=False)
+    assert replay_options()["early_rate"] == REPLAY_DEFAULTS["early_rate"] > 0
+    assert replay_options(whole_files=True)["early_rate"] == WHOLE_FILE_EARLY_RATE == 0
+    monkeypatch.setenv("HEADSTART_REPLAY_EARLY_RATE", "50MB")
+    assert replay_options(whole_files=True)["early_rate"] == replay_options()["early_rate"] \
+        == 50 * 10**6

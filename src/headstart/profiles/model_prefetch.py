@@ -82,7 +82,7 @@ def read_ahead_of(snap, target_reads, imports_done: Callable[[float], bool] | No
     from headstart.profiles.replay import readahead_by_options, yield_policy
     from headstart.settings import replay_options
 
-    opts = replay_options()
+    opts = replay_options(whole_files=True)
     stats = PrefetchStats()
     with tracer.span("prefetch readahead", cat="prefetch", files=len(snap.files)) as info:
         try:
