@@ -161,11 +161,20 @@ def test_replay_yield_modes_and_when_each_stands_back(monkeypatch):
 
 
 def test_whole_file_reads_are_uncapped_unless_asked(monkeypatch):
-    from headstart.settings import REPLAY_DEFAULTS, WHOLE_FILE_EARLY_RATE, replay_options
+    from headstart.settings import (
+        REPLAY_DEFAULTS,
+        WHOLE_FILE_EARLY_RATE,
+        WHOLE_FILE_EARLY_WINDOW,
+        replay_options,
+    )
 
     monkeypatch.delenv("HEADSTART_REPLAY_EARLY_RATE", raising=False)
+    monkeypatch.delenv("HEADSTART_REPLAY_EARLY_WINDOW", raising=False)
     assert replay_options()["early_rate"] == REPLAY_DEFAULTS["early_rate"] > 0
-    assert replay_options(whole_files=True)["early_rate"] == WHOLE_FILE_EARLY_RATE == 0
+    whole = replay_options(whole_files=True)
+    assert whole["early_rate"] == WHOLE_FILE_EARLY_RATE == 0
+    assert whole["early_window"] == WHOLE_FILE_EARLY_WINDOW < REPLAY_DEFAULTS["early_window"]
     monkeypatch.setenv("HEADSTART_REPLAY_EARLY_RATE", "50MB")
-    assert replay_options(whole_files=True)["early_rate"] == replay_options()["early_rate"] \
-        == 50 * 10**6
+    monkeypatch.setenv("HEADSTART_REPLAY_EARLY_WINDOW", "2MiB")
+    for opts in (replay_options(), replay_options(whole_files=True)):
+        assert (opts["early_rate"], opts["early_window"]) == (50 * 10**6, 2 * 2**20)

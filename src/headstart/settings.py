@@ -63,6 +63,7 @@ __all__ = [
     "RUN_OPTION_ENV",
     "RUN_PREFETCH_DEFAULTS",
     "WHOLE_FILE_EARLY_RATE",
+    "WHOLE_FILE_EARLY_WINDOW",
     "ZYGOTE_DEFAULTS",
     "auto_record",
     "comma_list",
@@ -218,8 +219,12 @@ REPLAY_DEFAULTS = {"window": 16 * 2**20, "early_rate": 100 * 10**6,
 # Without a profile (the first start: the model's whole files, no libraries in the stream)
 # the cap only delays the weights: the target's library reads are its own, and standing
 # back while it reads protects them. At 300 MB/s, 3 runs each, side by side: uncapped 0.80x
-# the baseline, 300 MB/s 0.81x, the 100 MB/s cap 0.88x, no standing back 1.02x.
+# the baseline, 300 MB/s 0.81x, the 100 MB/s cap 0.88x, no standing back 1.02x. Each of
+# those reads still waits behind what is in flight: with 4 MiB the imports took 11.4 s
+# against 8.2 s for the baseline, 2 MiB 10.6 s, 1 MiB 10.1 s; in a second bench 1 MiB
+# 9.95 s, 512 KiB 9.06 s, 256 KiB 9.47 s (the start 0.85x, 0.80x, 0.82x the baseline).
 WHOLE_FILE_EARLY_RATE = 0
+WHOLE_FILE_EARLY_WINDOW = 512 * 2**10
 IOPRIO_CHOICES = ("idle", "low", "none")
 # When a replay stands back for the target's own reads: always, only while the target
 # imports (after, what it reads is the weights the replay is reading for it), or never.
@@ -237,13 +242,15 @@ def replay_options(whole_files: bool = False) -> dict[str, object]:
     bytes, "early_rate": bytes/s, "early_window": bytes, "yield": str, "ioprio": str,
     "tail": str}``
     (see :mod:`headstart.pagecache.readahead`). ``whole_files``: for a helper's read of a
-    model's whole files (no profile), whose ``early_rate`` is ``WHOLE_FILE_EARLY_RATE``
-    unless ``HEADSTART_REPLAY_EARLY_RATE`` says otherwise."""
+    model's whole files (no profile): ``early_rate`` and ``early_window`` are
+    ``WHOLE_FILE_EARLY_RATE`` and ``WHOLE_FILE_EARLY_WINDOW`` unless the variables say
+    otherwise."""
     method = env_str("HEADSTART_REPLAY_METHOD")
     opts: dict[str, object] = {"method": method if method in REPLAY_METHODS
                                else REPLAY_METHODS[0], **REPLAY_DEFAULTS}
     if whole_files:
         opts["early_rate"] = WHOLE_FILE_EARLY_RATE
+        opts["early_window"] = WHOLE_FILE_EARLY_WINDOW
     for key, name, least in (("window", "HEADSTART_REPLAY_WINDOW", 4096),
                              ("early_rate", "HEADSTART_REPLAY_EARLY_RATE", 0),
                              ("early_window", "HEADSTART_REPLAY_EARLY_WINDOW", 4096)):
