@@ -54,7 +54,8 @@ _PROT_READ = 0x1
 _MAP_SHARED = 0x01
 _MAP_FAILED = ctypes.c_void_p(-1).value
 # what platform.system() and .machine() say, without importing platform (15 ms: re, ...)
-_SYSNAME, _MACHINE = os.uname().sysname, os.uname().machine.lower()
+_UNAME = os.uname()
+_SYSNAME, _MACHINE = _UNAME.sysname, _UNAME.machine.lower()
 
 # statfs f_type values of file systems whose pages DONTNEED cannot drop.
 TMPFS_LIKE: dict[int, str] = {

@@ -101,7 +101,7 @@ def libraries_resident(key: str) -> bool | None:
             return False
         try:
             resident = _page_check(fd)
-            if not all(resident(fd, int(off)) for off in offsets.split(b",")):
+            if not all(resident(int(off)) for off in offsets.split(b",")):
                 return False
         except (OSError, ValueError):  # BlockingIOError: not resident
             return False
@@ -111,16 +111,17 @@ def libraries_resident(key: str) -> bool | None:
 
 
 def _page_check(fd: int):
-    """``resident(fd, offset)`` for the pages of this file: cachestat, mincore where it is
-    trusted for the file, else a one-byte ``RWF_NOWAIT`` read (see the module docstring)."""
+    """``resident(offset)`` for the pages of the file open as ``fd``: cachestat, mincore
+    where it is trusted for the file, else a one-byte ``RWF_NOWAIT`` read (see the module
+    docstring)."""
     try:
         from headstart.pagecache import syscalls
 
         if syscalls.cachestat_available():
-            return lambda fd, off: syscalls.cachestat(fd, off, PAGE).nr_cache > 0
+            return lambda off: syscalls.cachestat(fd, off, PAGE).nr_cache > 0
         if syscalls.mincore_trusted(os.fstat(fd)):
-            return lambda fd, off: bool(syscalls.mincore_vector(fd, off, PAGE)[0] & 1)
+            return lambda off: syscalls.mincore_resident(fd, off, PAGE) > 0
     except (ImportError, AttributeError, OSError):  # no ctypes here
         pass
     buf = [bytearray(1)]
-    return lambda fd, off: os.preadv(fd, buf, off, os.RWF_NOWAIT) == 1
+    return lambda off: os.preadv(fd, buf, off, os.RWF_NOWAIT) == 1
