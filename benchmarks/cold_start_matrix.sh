@@ -3,7 +3,7 @@
 # 2 GB model, baseline against `headstart run`, every cell a `headstart bench` (3 runs per
 # cell, interleaved, cold = model and Python environment evicted). As root (disk throttle).
 #
-#   bash benchmarks/cold_start_matrix.sh [OUT]          # about 75 minutes on 2 cores
+#   bash benchmarks/cold_start_matrix.sh [OUT]          # about 50 minutes on 2 cores (47 on the VM of README)
 #   CELLS="R1-300MB reversed-300MB" bash benchmarks/cold_start_matrix.sh [OUT]   # a few
 #
 # 1. a first start with no profile (a fresh HEADSTART_CACHE every run; with and without the

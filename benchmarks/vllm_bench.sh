@@ -4,7 +4,7 @@
 # (interleaved, min/median/max). Variants: the baseline, `headstart run` (zygote on, the
 # default for vLLM) and `headstart run --no-zygote`. As root for the disk throttle.
 #
-#   bash benchmarks/vllm_bench.sh [OUT] [RUNS]      # about 35 minutes at 3 runs on 2 cores
+#   bash benchmarks/vllm_bench.sh [OUT] [RUNS]      # 25-35 minutes at 3 runs on 2 cores
 #
 # The model: `headstart demo-model /tmp/demo2g-f32 --size 2G --dtype float32` (this CPU has
 # no native bf16). The warm cell's untimed warm-up start records the startup profile and
