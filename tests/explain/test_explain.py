@@ -1,14 +1,15 @@
 """``headstart explain`` on real process trees: real files read cold (evicted with
 posix_fadvise DONTNEED), real CPU spinning and sleeping, real orphans.
 
-Tolerances (stated, the only timed assertions): a process that spins SPIN_S seconds shows
-at least 70 % of it as CPU and at most 0.05 s of disk wait; the process that does only
-uncached 4 KiB random reads shows a disk wait that matches what its own thread measured as
-blocked (wall time less on-CPU and run-queue time, from its schedstat) within half to 1.1 times
-plus 30 ms under delay accounting (counted from the birth of a process born after the sampler
-started, however late the first sample comes on a busy machine), and
-some disk wait with the sampled D state; the process that sleeps SLEEP_S shows at least 70 %
-of it as sleep.
+Tolerances (stated, the only timed assertions): a process that reads a file cold and then
+spins SPIN_S seconds shows at least 70 % of the spin as CPU, and no more disk wait than its
+own thread measured as blocked while it read (wall time less on-CPU and run-queue time, from
+its schedstat) times 1.1 plus 30 ms, one sample more without delay accounting: spinning is
+never counted as waiting. The process that does only uncached 4 KiB random reads shows a disk
+wait that matches what its own thread measured as blocked within half to 1.1 times plus 30 ms
+under delay accounting (counted from the birth of a process born after the sampler started,
+however late the first sample comes on a busy machine), and some disk wait with the sampled
+D state; the process that sleeps SLEEP_S shows at least 70 % of it as sleep.
 Bytes are exact: what the kernel says was fetched for each file, in whole pages.
 """
 
@@ -94,7 +95,10 @@ def test_synthetic_tree_split_bytes_and_orphan(tmp_path: Path) -> None:
     # CPU versus disk wait versus sleep, within the tolerances of the module docstring
     spinner, randomer, root = rows[pids["reader"]], rows[pids["random"]], rows[pids["root"]]
     assert spinner["cpu_s"] >= 0.7 * SPIN_S
-    assert spinner["disk_wait_s"] <= 0.05
+    # its read's wait may be long on a busy disk (the random reader shares it), its spin none
+    own_seq = json.loads(Path(str(seq) + ".self.json").read_text())
+    slack = 0.03 if start["disk_wait_source"] == "delayacct" else 0.03 + start["interval_s"]
+    assert spinner["disk_wait_s"] <= 1.1 * own_seq["blocked_s"] + slack, own_seq
     assert randomer["disk_wait_s"] > 0.0
     own = json.loads(Path(str(rnd) + ".self.json").read_text())
     assert randomer["disk_wait_s"] <= own["wall_s"] + 0.03

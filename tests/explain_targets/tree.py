@@ -1,7 +1,8 @@
 """A synthetic process tree for tests/explain/test_explain.py (run by `headstart explain`).
 
 argv: SEQ_FILE RANDOM_FILE PAGES SPIN_S SLEEP_S. The root forks:
-  reader   - reads SEQ_FILE whole (cold), spins SPIN_S on CPU, sleeps, exits;
+  reader   - reads SEQ_FILE whole (cold), writes what its own thread measured of that read to
+             SEQ_FILE.self.json, spins SPIN_S on CPU, sleeps, exits;
   random   - reads PAGES distinct 4 KiB pages of RANDOM_FILE (no readahead), writes what its
              own thread measured of that loop to RANDOM_FILE.self.json, sleeps, exits;
   daemon   - a double-forked child in its own session that sleeps for a minute (left behind);
@@ -24,12 +25,6 @@ def spin(seconds: float) -> None:
         pass
 
 
-def read_all(path: str) -> None:
-    with open(path, "rb", buffering=0) as fh:
-        while fh.read(1 << 20):
-            pass
-
-
 def schedstat() -> tuple[float, float]:
     """(on-CPU s, run-queue wait s) of this thread, from the scheduler's own counters."""
     with open("/proc/thread-self/schedstat") as fh:
@@ -37,19 +32,35 @@ def schedstat() -> tuple[float, float]:
     return int(cpu_ns) / 1e9, int(runq_ns) / 1e9
 
 
+def measured(path: str, loop) -> None:
+    """Run loop() and write its wall time and the time this thread spent blocked in it (off
+    the CPU and not waiting for it: on the disk) to PATH.self.json."""
+    t0, (cpu0, runq0) = time.monotonic(), schedstat()
+    loop()
+    wall, (cpu1, runq1) = time.monotonic() - t0, schedstat()
+    with open(path + ".self.json", "w") as fh:
+        json.dump({"wall_s": wall, "blocked_s": wall - (cpu1 - cpu0) - (runq1 - runq0)}, fh)
+
+
+def read_all(path: str) -> None:
+    def loop() -> None:
+        with open(path, "rb", buffering=0) as fh:
+            while fh.read(1 << 20):
+                pass
+    measured(path, loop)
+
+
 def read_random(path: str, n: int) -> None:
     fd = os.open(path, os.O_RDONLY)
     os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)  # exactly one page per read
     total = os.fstat(fd).st_size // 4096
     pages = random.Random(1).sample(range(total), n)
-    t0, (cpu0, runq0) = time.monotonic(), schedstat()
-    for page in pages:
-        os.pread(fd, 4096, page * 4096)
-    wall, (cpu1, runq1) = time.monotonic() - t0, schedstat()
+
+    def loop() -> None:
+        for page in pages:
+            os.pread(fd, 4096, page * 4096)
+    measured(path, loop)
     os.close(fd)
-    # off the CPU and not waiting for it: the time this loop spent blocked (on the disk)
-    with open(path + ".self.json", "w") as fh:
-        json.dump({"wall_s": wall, "blocked_s": wall - (cpu1 - cpu0) - (runq1 - runq0)}, fh)
 
 
 def child(work) -> int:
