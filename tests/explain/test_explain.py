@@ -134,9 +134,12 @@ def _check_trace(path: Path, pids: dict, start: dict) -> None:
     assert abs(doc["otherData"]["ready_us"] - start["ready_s"] * 1e6) < 1_000
     ready = doc["otherData"]["ready_us"]
     # A process ends where a tick first saw it gone: the reader exited before the root
-    # printed "ready", but on a loaded machine that tick can come a little after it.
+    # printed "ready", but the sampler runs at nice 19 and on a machine whose cores are both
+    # busy its tick can come late (0.76 s after ready, seen with two spinning processes and
+    # a disk reader beside the test). An end taken from the root's exit, a minute after
+    # ready, or from the trace's end still fails.
     reader_end = life[pids["reader"]]["ts"] + life[pids["reader"]]["dur"]
-    assert life[pids["reader"]]["ts"] + SPIN_S * 1e6 < reader_end < ready + 250_000
+    assert life[pids["reader"]]["ts"] + SPIN_S * 1e6 < reader_end < ready + 2_000_000
     _check_nesting(events)
 
 

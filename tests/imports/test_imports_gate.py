@@ -130,7 +130,7 @@ import os, sys, tempfile, time, importlib
 root = tempfile.mkdtemp()
 os.makedirs(os.path.join(root, "slowpkg"))
 with open(os.path.join(root, "slowpkg", "__init__.py"), "w") as fh:
-    fh.write("import time\\ntime.sleep(0.3)\\nVALUE = 7\\n")
+    fh.write("import time\\ntime.sleep(1.0)\\nVALUE = 7\\n")
 sys.path.insert(0, root)
 importlib.invalidate_caches()
 '''
@@ -195,7 +195,7 @@ import slowpkg
 assert calls and slowpkg.VALUE == 7
 # a second preload while we are still in their chain: no double wrapping, no recursion
 with open(os.path.join(root, "slowpkg2.py"), "w") as fh:
-    fh.write("import time\\ntime.sleep(0.2)\\nVALUE = 8\\n")
+    fh.write("import time\\ntime.sleep(1.0)\\nVALUE = 8\\n")
 importlib.invalidate_caches()
 h2 = headstart.preload(["slowpkg2"])
 assert builtins.__import__ is other

@@ -382,7 +382,7 @@ def test_prewarm_never_raises_into_the_caller() -> None:
     from headstart.procs.forkserver import prewarm_forkserver
 
     h = prewarm_forkserver(["json"], environ={"bad\0name": "x"})  # os.environ rejects it
-    assert h.wait(5) and h.ok is False and "not started" in h.reason
+    assert h.wait(60) and h.ok is False and "not started" in h.reason
 
 
 def test_public_export() -> None:

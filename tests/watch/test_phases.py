@@ -85,7 +85,7 @@ def test_bench_reports_median_per_phase(tmp_path: Path) -> None:
     assert names[:2] == ["launch", "API server up (args parsed)"]
     # the log-line phases agree with the sleeps between the lines (20 ms polling + startup)
     by = {p["name"]: p["seconds"] for p in runs[0]["phases"]}
-    assert 0.3 <= by["worker: load model"] <= 0.7 + 0.3
+    assert 0.3 <= by["worker: load model"] <= runs[0]["seconds"]
 
 
 def test_explain_shows_phases_as_rows_and_trace_threads(tmp_path: Path) -> None:

@@ -13,8 +13,9 @@ from headstart.watch.sampler import SAMPLER_NICE, TreeSampler
 
 
 def test_exec_exit_and_parent() -> None:
-    # sh forks a sleep, then exec's into another program
-    proc = subprocess.Popen(["sh", "-c", "sleep 0.3; exec sleep 0.3"])
+    # sh forks a sleep, then exec's into another program; each lasts 1 s so that the
+    # sampler (nice 19) ticks inside both even when the machine's cores are busy
+    proc = subprocess.Popen(["sh", "-c", "sleep 1; exec sleep 1"])
     sampler = TreeSampler(proc.pid, 0.01).start()
     proc.wait(10)
     sampler.stop()
@@ -22,7 +23,7 @@ def test_exec_exit_and_parent() -> None:
     assert root.comms == ["sh", "sleep"]
     assert root.exec_at is not None and root.exit_at is not None
     assert root.start <= root.exec_at < root.exit_at
-    assert root.exec_at - root.start >= 0.25
+    assert root.exec_at - root.start >= 0.9
     kids = [r for r in sampler.procs.values() if r.ppid == proc.pid]
     assert [k.comm for k in kids] == ["sleep"]
     assert kids[0].exit_at is not None and kids[0].exit_at <= root.exec_at + 0.05
