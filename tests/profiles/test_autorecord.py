@@ -57,6 +57,27 @@ def setup(tmp_path):
             "cache": cache, "env": env}
 
 
+def _wait_helpers_gone(cache, seconds: float = 60) -> None:
+    """Until no process with ``HEADSTART_CACHE=cache`` is left (the target has exited:
+    what is left is its replay helper, which records); a fixed sleep would let a slow
+    helper pass a "no profile" check before it wrote one."""
+    want = f"HEADSTART_CACHE={cache}".encode()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        left = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/environ", "rb") as fh:
+                    if want in fh.read().split(b"\0"):
+                        left.append(pid)
+            except OSError:
+                continue
+        if not left:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"helpers of {cache} still running after {seconds} s: {left}")
+
+
 def _profiles(cache) -> list[str]:
     folder = cache / "profiles"
     if not folder.is_dir():
@@ -129,7 +150,7 @@ def test_a_target_that_exits_before_it_is_ready_leaves_no_profile(setup):
     out, _err = proc.communicate(timeout=60)
     assert proc.returncode == 3
     assert out.startswith("listening")
-    time.sleep(1.0)  # the helper notices the exit within a sampling period
+    _wait_helpers_gone(setup["cache"])  # it noticed the exit and wrote nothing
     assert _profiles(setup["cache"]) == []
 
 
@@ -290,7 +311,7 @@ def test_a_full_disk_while_writing_the_profile_leaves_nothing_behind(setup, tmp_
         env = dict(setup["env"], HEADSTART_CACHE=str(full))
         proc = _start(setup, "3", "0", env=env)
         out, err = proc.communicate(timeout=60)
-        time.sleep(1.0)  # the helper's failed write happens after the target is idle
+        _wait_helpers_gone(full)  # its failed write happens after the target is idle
         assert proc.returncode == 0 and out.startswith("listening")
         assert "recording a profile failed" in err and "No space left" in err
         folder = full / "profiles"
