@@ -474,13 +474,24 @@ def api_only(vllm: Vllm, served: dict[str, Run]) -> dict[str, Run]:
     return runs
 
 
+# vLLM 0.32's API-only server (--data-parallel-size-local 0) ignores SIGINT from its
+# argument parsing on, with or without headstart: plain `vllm serve M
+# --data-parallel-size-local 0`, interrupted at its "non-default args" line or later, was
+# still waiting for its engines 30 s after the SIGINT in 5 of 5 tries. Its Ctrl-C is
+# checked only when the interrupt came before that line.
+IGNORES_CTRL_C_AFTER = {"dp-local-0": "non-default args"}
+
+
 @pytest.mark.parametrize("name", list(API_ONLY))
 def test_api_only_flags_plan_and_ctrl_c(api_only: dict[str, Run], name: str) -> None:
     """What ``headstart run -v`` plans (its first line, printed before vLLM starts); Ctrl-C
-    while vLLM imports leaves nothing either."""
+    while vLLM imports leaves nothing either (where vLLM alone honours it then)."""
     run = api_only[name]
     plan = next(ln for ln in run.output().splitlines() if ln.startswith("headstart: adapter="))
     assert f"model={REPO_ID} {API_ONLY[name][1]} " in plan, plan
+    vllm_ignores = IGNORES_CTRL_C_AFTER.get(name)
+    if vllm_ignores is not None and vllm_ignores in run.output():
+        return  # vLLM's own behaviour there, the same without headstart
     assert not run.left, f"left after Ctrl-C: {run.left}" + run.tail()
 
 
