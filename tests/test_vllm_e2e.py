@@ -34,6 +34,8 @@ from pathlib import Path
 
 import pytest
 
+from _procs_util import process_table
+
 pytestmark = pytest.mark.slow
 
 VENV_ENV = "HEADSTART_TEST_VLLM_VENV"
@@ -142,33 +144,12 @@ def vllm(tmp_path_factory: pytest.TempPathFactory):
 # --- processes ----------------------------------------------------------------------------
 
 
-def _table() -> dict[int, tuple[int, int, str, list[bytes]]]:
-    """Every live process: pid -> (parent, session, comm, the test tags in its environ).
-    Zombies are left out (nothing runs in them)."""
-    procs = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry.name}/stat").read_text()
-            with open(f"/proc/{entry.name}/environ", "rb") as f:
-                env = f.read().split(b"\0")
-        except OSError:
-            continue
-        comm, rest = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :]
-        state, ppid, _pgrp, sid = rest.split()[:4]
-        if state != "Z":
-            tags = [v for v in env if v.startswith(TAG_ENV.encode() + b"=")]
-            procs[int(entry.name)] = (int(ppid), int(sid), comm, tags)
-    return procs
-
-
 def _members(tag: str, sid: int | None = None, *, prefix: bool = False) -> dict[int, str]:
     """pid -> comm of what a run left running: processes with its tag in their environment,
     in its session, and their descendants. The environment alone is not enough: vLLM's
     setproctitle (``VLLM::EngineCore``, ``VLLM::Worker``) overwrites it."""
     want = f"{TAG_ENV}={tag}".encode()
-    procs = _table()
+    procs = process_table(TAG_ENV)
     found = {pid for pid, (_pp, psid, _c, tags) in procs.items()
              if (sid is not None and psid == sid)
              or any(t.startswith(want) if prefix else t == want for t in tags)}

@@ -18,6 +18,7 @@ import time
 import pytest
 
 from _pagecache_util import MiB, make_file, model_folder, resident
+from _procs_util import process_table
 
 PY = sys.executable
 
@@ -64,14 +65,8 @@ def _wait_helpers_gone(cache, seconds: float = 60) -> None:
     want = f"HEADSTART_CACHE={cache}".encode()
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        left = []
-        for pid in filter(str.isdigit, os.listdir("/proc")):
-            try:
-                with open(f"/proc/{pid}/environ", "rb") as fh:
-                    if want in fh.read().split(b"\0"):
-                        left.append(pid)
-            except OSError:
-                continue
+        left = [pid for pid, (*_rest, env) in process_table("HEADSTART_CACHE").items()
+                if want in env]
         if not left:
             return
         time.sleep(0.1)
