@@ -15,15 +15,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-bench-out/matrix}
-BIN=$(cd "$(dirname "$(command -v headstart)")" && pwd)
-PY=$BIN/python
-PORT=8812
-URL=http://127.0.0.1:$PORT/v1/chat/completions
-export HF_HUB_OFFLINE=1
+# shellcheck source=benchmarks/_transformers_serve.sh
+. benchmarks/_transformers_serve.sh
 mkdir -p "$OUT"
 
-body() { printf '{"model": "%s", "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 8, "temperature": 0, "stream": false}' "$1"; }
-serve() { echo "$BIN/transformers serve --host 127.0.0.1 --port $PORT $1"; }
 bench() {  # NAME MODEL BPS MODES [bench options...]
   local name=$1 model=$2 bps=$3 modes=$4; shift 4
   local throttle=(); [ "$bps" = none ] || throttle=(--disk-bps "$bps")
@@ -42,10 +37,8 @@ fresh_profile() {  # MODEL: forget its profile
 }
 auto_record() {  # MODEL: one cold `headstart run` start at 300 MB/s, which records the profile
   fresh_profile "$1"
-  headstart bench --ready-request "$URL" "$(body "$1")" --model "$1" --runs 1 --modes cold \
-    --disk-bps 300MB --no-headstart-variant --out "$OUT/record-$(basename "$1")" \
-    --variant "recording=$PY -m headstart run -- $(serve "$1")" -- $(serve "$1") | grep -E '^\| cold' || true
-  sleep 4; [ -n "$(keys_of "$1")" ] && echo "recorded: $(keys_of "$1")" || echo "no profile recorded for $1"
+  record_by_run "$1" "$OUT/record-$(basename "$1")"
+  [ -n "$(keys_of "$1")" ] && echo "recorded: $(keys_of "$1")" || echo "no profile recorded for $1"
 }
 
 # CELLS="R1-300MB warm-8 reversed-300MB": only those cells (and the recordings they need)
