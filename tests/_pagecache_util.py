@@ -77,3 +77,39 @@ def fincore_bytes(*paths) -> int:
     out = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES",
                           *map(str, paths)], capture_output=True, text=True, check=True)
     return sum(int(line.split()[0]) for line in out.stdout.splitlines() if line.strip())
+
+
+_DAMON = "/sys/kernel/mm/damon/admin/kdamonds"
+
+
+def damon_paged_out() -> int:
+    """Bytes a DAMON "pageout" scheme of this host has reclaimed so far (0 where none runs
+    or its stats cannot be refreshed: not root). This VM runs one that reclaims page-cache
+    pages no process maps, so a page read a second ago can be gone; a residency check can
+    allow for what the kernel says it took meanwhile instead of guessing a margin."""
+    total = 0
+    try:
+        kdamonds = [k for k in os.listdir(_DAMON) if k.isdigit()]
+    except OSError:
+        return 0
+    for k in kdamonds:
+        base = f"{_DAMON}/{k}"
+        try:
+            with open(f"{base}/state", "w") as f:
+                f.write("update_schemes_stats")
+        except OSError:
+            continue
+        for ctx in os.listdir(f"{base}/contexts"):
+            schemes = f"{base}/contexts/{ctx}/schemes"
+            if not ctx.isdigit() or not os.path.isdir(schemes):
+                continue
+            for s in os.listdir(schemes):
+                try:
+                    with open(f"{schemes}/{s}/action") as f:
+                        if f.read().strip() != "pageout":
+                            continue
+                    with open(f"{schemes}/{s}/stats/sz_applied") as f:
+                        total += int(f.read())
+                except (OSError, ValueError):
+                    continue
+    return total

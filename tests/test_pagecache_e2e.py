@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from _pagecache_util import MiB, drop, fincore_bytes, make_file, require_disk
+from _pagecache_util import MiB, damon_paged_out, drop, fincore_bytes, make_file, require_disk
 
 pytestmark = pytest.mark.slow
 
@@ -31,10 +31,13 @@ def test_cold_2gb_folder(tmp_path):
         shards = [make_file(folder / f"model-0000{i}-of-00004.safetensors", 512 * MiB, chunk)
                   for i in range(1, 5)]
         total = 2048 * MiB
+        paged_out = damon_paged_out()
         cold = _prefetch(str(folder))
-        assert cold["errors"] == []
+        assert cold["errors"] == [] and cold["bytes_read"] == total
         resident = [fincore_bytes(s) for s in shards]
-        assert sum(resident) >= 0.99 * total, (resident, cold)
+        # less what the host's DAMON pageout scheme reclaimed meanwhile (21 MB once on CI)
+        paged_out = damon_paged_out() - paged_out
+        assert sum(resident) + paged_out >= 0.99 * total, (resident, paged_out, cold)
         # Retried a few times: another process on a shared machine can evict pages between
         # the two commands; an engine that never skips resident pages still fails.
         for _attempt in range(3):

@@ -10,7 +10,9 @@ import pytest
 from headstart.pagecache.residency import page_runs
 from headstart.profiles.layout import (
     HEAD_BYTES,
+    RECLAIM_GAP,
     ChunkTimes,
+    bridge_gaps,
     merge_duplicates,
     order_by_chunk,
     reads_backwards,
@@ -32,6 +34,23 @@ def _touched(*pages: int, n: int = 400) -> bytearray:
 
 def _entry(path: str, role: str = "library", t: float = 0.0) -> FileEntry:
     return FileEntry(path=path, size=1 << 30, mtime_ns=1, inode=1, role=role, t=t)
+
+
+# bridge_gaps -------------------------------------------------------------------------------
+
+def test_bridge_fills_a_reclaimed_page_and_keeps_a_wider_hole():
+    assert bridge_gaps([]) == []
+    # the CI case: one page of a 64 KiB read reclaimed between the read and the scan
+    assert bridge_gaps([(1 << 20, 14 * P), ((1 << 20) + 15 * P, P)]) == [(1 << 20, 16 * P)]
+    assert bridge_gaps([(0, P), (P + RECLAIM_GAP, P)]) == [(0, 2 * P + RECLAIM_GAP)]
+    assert bridge_gaps([(0, P), (P + RECLAIM_GAP + 1, P)]) == [(0, P), (P + RECLAIM_GAP + 1, P)]
+    assert bridge_gaps([(0, P), (P, P), (10 * P, P)], max_gap=0) == [(0, 2 * P), (10 * P, P)]
+
+
+def test_bridge_chains_and_keeps_an_unaligned_end():
+    runs = [(0, P), (2 * P, P), (4 * P, 100)]
+    assert bridge_gaps(runs, max_gap=P) == [(0, 4 * P + 100)]
+    assert bridge_gaps(runs, max_gap=P - 1) == runs
 
 
 # trim_to_touched ---------------------------------------------------------------------------

@@ -12,10 +12,12 @@ are left out: they are outputs, not inputs (on a first run that includes freshly
 ``__pycache__``).
 
 What the residency diff misses: pages read and evicted again before readiness (memory
-pressure); pages another process on the host read into the same files meanwhile (record on
-a quiet host); for files outside the evicted set (``/usr/lib`` libraries the system keeps
-resident) it cannot tell startup's pages from earlier ones, so their resident pages are
-recorded whole (a replay skips resident pages: a ``cachestat`` call, no I/O).
+pressure, a reclaim daemon; holes of up to :data:`~headstart.profiles.layout.RECLAIM_GAP`
+between resident runs are recorded as read); pages another process on the host read into
+the same files meanwhile (record on a quiet host); for files outside the evicted set
+(``/usr/lib`` libraries the system keeps resident) it cannot tell startup's pages from
+earlier ones, so their resident pages are recorded whole (a replay skips resident pages:
+a ``cachestat`` call, no I/O).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from headstart.pagecache.residency import resident_runs
 from headstart.profiles.layout import (
     ChunkTimes,
     Run,
+    bridge_gaps,
     merge_duplicates,
     split_by_touch,
     startup_ranges,
@@ -140,7 +143,7 @@ def _scan(paths: list[str], weights: Collection[str], t_start_ns: int,
             if whole_weights and real in weights:
                 runs = [(0, st.st_size)] if st.st_size else []
             else:
-                runs = resident_runs(path)
+                runs = bridge_gaps(resident_runs(path))
         except OSError:
             continue
         if not runs:

@@ -19,12 +19,18 @@ from dataclasses import dataclass
 
 from headstart.profiles.store import FileEntry
 
-__all__ = ["HEAD_BYTES", "PAGE", "ChunkTimes", "chunk_pieces", "merge_duplicates",
+__all__ = ["HEAD_BYTES", "PAGE", "RECLAIM_GAP", "ChunkTimes", "bridge_gaps", "chunk_pieces",
+           "merge_duplicates",
            "order_by_chunk",
            "reads_backwards", "split_by_touch", "startup_ranges", "trim_to_touched"]
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 HEAD_BYTES = 65536  # ELF headers are read with read(), not through the mapping: always kept
+# A hole this small between two resident runs is taken as read: a page reclaim (a DAMON
+# "pageout" scheme, memory pressure) can take single pages of a file between the read and
+# the residency scan, and a replay that skipped them would leave the start a synchronous
+# fault or read of at least this much (the kernel's smallest read-around) each.
+RECLAIM_GAP = 65536
 
 Run = tuple[int, int]  # (offset, length)
 
@@ -69,6 +75,18 @@ def split_by_touch(runs: Sequence[Run], touched: bytes | bytearray,
         if side is not None and end > cut:
             (kept if side else dropped).append((cut, end - cut))
     return kept, dropped
+
+
+def bridge_gaps(runs: Sequence[Run], max_gap: int = RECLAIM_GAP) -> list[Run]:
+    """``runs`` (in offset order, not overlapping) with each hole of at most ``max_gap``
+    bytes between two of them filled: one run from the first's start to the second's end."""
+    out: list[list[int]] = []
+    for off, length in runs:
+        if out and off - (out[-1][0] + out[-1][1]) <= max_gap:
+            out[-1][1] = max(out[-1][1], off + length - out[-1][0])
+        else:
+            out.append([off, length])
+    return [(o, n) for o, n in out]
 
 
 def chunk_pieces(off: int, length: int, chunk: int) -> Iterator[tuple[int, int, int]]:
