@@ -344,3 +344,56 @@ def test_record_keeps_its_logs_only_when_no_profile_was_written(tmp_path, monkey
     [kept] = list(tmp.glob("headstart-record-*"))
     assert str(kept) in out.stderr
     assert "said" in (kept / "stdout.log").read_text()
+
+
+WEIGHT_TARGET = """
+import os, sys, time
+path = sys.argv[1]
+open(os.path.join(os.path.dirname(path), "config.json")).read()
+with open(path, "rb") as f:
+    # 4 MiB chunks out of file order, each seen by the sampler, mostly forwards (a file
+    # read last chunk first has its never-read chunks replayed last-first too)
+    for mib in (20, 4, 8):
+        f.seek(mib * 2**20)
+        f.read(4 * 2**20)
+        time.sleep(1.0)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("touched_only", [False, True])
+def test_record_keeps_weight_files_whole_in_loader_order(tmp_path, monkeypatch, touched_only):
+    """By default a weight file the target opened is recorded whole: the chunks it read
+    first, in that order, then the rest in file order (a loader that leaves tensors mapped
+    touches them at the first requests, after readiness). ``--touched-weights`` keeps
+    only what was resident at readiness."""
+    from _pagecache_util import model_folder
+
+    monkeypatch.setenv("HEADSTART_CACHE", str(tmp_path / "cache"))
+    root, [shard] = model_folder(tmp_path, "llama", [32 * MiB])
+    script = tmp_path / "load.py"
+    script.write_text(WEIGHT_TARGET)
+    hs("record", "--until-exit", "--no-evict-env", "--model", root, "--json",
+       *(["--touched-weights"] if touched_only else []),
+       "--", sys.executable, str(script), shard)
+    [(_key, prof)] = list_profiles()
+    got = _ranges_of(prof, shard)
+    assert all(_covers(got, mib * MiB, 4 * MiB) for mib in (20, 4, 8)), got
+    if touched_only:
+        assert not any(o < 4 * MiB for o, _n in got), got  # never read, never recorded
+        return
+    assert _union(got) == [(0, 32 * MiB)], got
+    # the chunks read first, in that order (the next ones, read with them or read ahead by
+    # the kernel, merge into the second); then the never-read rest in file order
+    assert got[0] == (20 * MiB, 4 * MiB) and got[1][0] == 4 * MiB, got
+    assert got[2:] == sorted(got[2:]) and got[2][0] == 0, got
+
+
+def _union(ranges):
+    out: list[list[int]] = []
+    for o, n in sorted(ranges):
+        if out and o <= out[-1][0] + out[-1][1]:
+            out[-1][1] = max(out[-1][1], o + n - out[-1][0])
+        else:
+            out.append([o, n])
+    return [tuple(r) for r in out]

@@ -185,6 +185,7 @@ def record_startup(
     extra_evict: list[str] | None = None,
     evict_env: bool = True,
     trim_mapped: bool = True,
+    whole_weights: bool = True,
     timeout: float = 300.0,
     env: dict[str, str] | None = None,
     mechanism: str = "auto",
@@ -197,7 +198,13 @@ def record_startup(
     ``trim_mapped``: keep only the pages of mapped files that the tree touched
     (:mod:`headstart.profiles.pagemap`). ``evict_env=False`` keeps the target's Python
     installation cached (its files are then recorded with every resident page, see the
-    module docstring).
+    module docstring). ``whole_weights``: each weight file the target opened is recorded
+    whole, the chunks it made resident by readiness first in that order and the rest after
+    them in file order, as ``headstart run`` records; False keeps only the weight pages
+    resident at readiness. A loader that leaves its tensors mapped (safetensors on the
+    CPU) faults the rest in at the first requests, after the recording ended: a profile of
+    only the touched pages left the target 83-119 MB to read itself where a whole-file one
+    left 28-31 MB (``benchmarks/recordings_ab.sh``, README).
     Returns the profile (None when the run never got ready) and the bench RunResult.
     """
     from headstart.bench.runner import run_once
@@ -221,7 +228,7 @@ def record_startup(
         if not captured:
             captured.append(capture(os.getpid(), recorder, sampler, weights=target.weights,
                                     t_start_ns=t_start, extra_paths=scan,
-                                    trim_mapped=trim_mapped))
+                                    trim_mapped=trim_mapped, whole_weights=whole_weights))
 
     recorder.start()
     sampler.start()
