@@ -399,7 +399,8 @@ def test_report_shows_each_replayed_start_coverage(tmp_path):
                       probe=RequestProbe("http://127.0.0.1:1/", "{}"), out_dir=str(tmp_path),
                       modes=["cold"], runs=3)
     covs = [{"fraction": f, "replayed_bytes": r * 10**6, "target_read_bytes": t * 10**6,
-             "late_bytes": 0, "reclaimed_bytes": 0, "held_seconds": 0.5}
+             "late_bytes": 30 * 10**6, "late_weight_bytes": 2 * 10**6, "reclaimed_bytes": 0,
+             "held_seconds": 0.5}
             for f, r, t in ((0.9, 2000, 200), (0.95, 2100, 100), (0.5, 1000, 1000))]
     runs = [RunResult(["a"], str(tmp_path), ok=True, seconds=2.0, variant="baseline",
                       mode="cold")]
@@ -407,7 +408,8 @@ def test_report_shows_each_replayed_start_coverage(tmp_path):
                        mode="cold", coverage=c) for c in covs]
     text = markdown(BenchResult(config=cfg, runs=runs, planned=4))
     assert "Replay coverage" in text
-    assert "| cold | headstart | 3 | 90 % | 2000 MB | 200 MB | 0 MB | 0 MB | 0.50 s |" in text
+    assert ("| cold | headstart | 3 | 90 % | 2000 MB | 200 MB | 30 MB | 2 MB | 0 MB "
+            "| 0.50 s |") in text
     assert "| cold | baseline | 1 |" not in text  # a baseline has nothing to report
 
 

@@ -54,7 +54,8 @@ class Server:
 def files(tmp_path):
     require_disk(tmp_path)
     paths = {name: make_file(tmp_path / name, size)
-             for name, size in (("a.so", 8 * MiB), ("b.py", 4 * MiB), ("lacking.bin", 6 * MiB))}
+             for name, size in (("a.so", 8 * MiB), ("b.py", 4 * MiB), ("lacking.bin", 6 * MiB),
+                                        ("w.safetensors", 2 * MiB))}
     yield paths
     drop(*paths.values())
 
@@ -66,9 +67,11 @@ def test_coverage_counts_what_the_target_read_itself_exactly(files, monkeypatch)
         reads = TreeReads(server.proc.pid)
         reads.start()
         server.read(files["b.py"])  # the target gets to b.py before the replay does
+        server.read(files["w.safetensors"])  # and to the weights
         checked = Validated(True, libraries=[Range(files["a.so"], 0, None),
                                              Range(files["b.py"], 0, None)],
-                            bytes=12 * MiB)
+                            weights=[Range(files["w.safetensors"], 0, None)],
+                            bytes=14 * MiB)
         t0 = time.monotonic()
         handles = replay(checked, target_reads=reads)
         assert resident(files["a.so"]) == 8 * MiB
@@ -78,14 +81,14 @@ def test_coverage_counts_what_the_target_read_itself_exactly(files, monkeypatch)
     finally:
         server.close()
     assert cov.replayed_bytes == 8 * MiB
-    assert cov.late_bytes == 4 * MiB
-    assert cov.target_read_bytes == (4 + 6) * MiB
+    assert cov.late_bytes == (4 + 2) * MiB and cov.late_weight_bytes == 2 * MiB
+    assert cov.target_read_bytes == (4 + 2 + 6) * MiB
     # reclaimed counts what was gone when the start settled; a reclaim daemon (this VM's DAMON
     # pageout) took a page or two then on CI, and a reclaim only removes, so it is at most
     # what is gone now
-    gone_now = 12 * MiB - resident(files["a.so"]) - resident(files["b.py"])
+    gone_now = 14 * MiB - sum(resident(files[n]) for n in ("a.so", "b.py", "w.safetensors"))
     assert 0 <= cov.reclaimed_bytes <= min(gone_now, 64 * 1024)
-    assert cov.needed_bytes == 18 * MiB
+    assert cov.needed_bytes == 20 * MiB
     assert cov.settled == "quiet"
     assert cov.poor() is None  # 10 MiB is under the 64 MiB floor
 

@@ -97,7 +97,8 @@ def _coverage_table(result: BenchResult) -> list[str]:
     lines = ["", "Replay coverage (medians over the runs that replayed a profile; the target's "
              "own reads are what it still fetched from storage itself):", "",
              "| mode | variant | runs | coverage | replayed | target read itself | late "
-             "| reclaimed | stood back |", "|---|---|---|---|---|---|---|---|---|"]
+             "| late in weights | reclaimed | stood back |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for (mode, variant), covs in cells.items():
         def med(key: str, covs: list[dict] = covs) -> float:
             return statistics.median(float(c.get(key) or 0) for c in covs)
@@ -105,7 +106,9 @@ def _coverage_table(result: BenchResult) -> list[str]:
         lines.append(f"| {mode} | {variant} | {len(covs)} | {100 * med('fraction'):.0f} % "
                      f"| {med('replayed_bytes') / 1e6:.0f} MB "
                      f"| {med('target_read_bytes') / 1e6:.0f} MB "
-                     f"| {med('late_bytes') / 1e6:.0f} MB | {med('reclaimed_bytes') / 1e6:.0f} MB "
+                     f"| {med('late_bytes') / 1e6:.0f} MB "
+                     f"| {med('late_weight_bytes') / 1e6:.0f} MB "
+                     f"| {med('reclaimed_bytes') / 1e6:.0f} MB "
                      f"| {med('held_seconds'):.2f} s |")
     return lines
 

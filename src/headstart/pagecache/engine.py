@@ -84,6 +84,8 @@ class PrefetchStats:
     done: bool = False
     holds: int = 0  # times a readahead replay stood back for the target's own reads
     held_seconds: float = 0.0
+    # bytes_skipped_resident split by path (not in to_dict: one key per file)
+    skipped_resident_by_path: dict[str, int] = field(default_factory=dict)
 
     @property
     def bytes_done(self) -> int:
@@ -93,6 +95,7 @@ class PrefetchStats:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
+        del d["skipped_resident_by_path"]
         d["errors"] = [{"path": p, "reason": r} for p, r in self.errors]
         d["throughput"] = round(self.throughput, 1)
         d["elapsed"] = round(self.elapsed, 6)
@@ -455,6 +458,8 @@ class Prefetch:
                 if self._skip_resident and resident is not None and resident >= n:
                     with self._lock:
                         self._stats.bytes_skipped_resident += n
+                        by_path = self._stats.skipped_resident_by_path
+                        by_path[entry.path] = by_path.get(entry.path, 0) + n
                         entry.skipped += n
                     pos, done_here = stop, done_here + n
                     continue

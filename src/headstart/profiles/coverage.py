@@ -9,7 +9,8 @@ for a while (or it exits):
   shows up here. A good profile leaves only what the target read before the helper began.
 * ``late_bytes``: ranges that were already resident when the replay reached them. On a cold
   start nothing else reads these files, so the target got there first: the replay was
-  behind it there.
+  behind it there. ``late_weight_bytes`` is the part of them in the weight files: the
+  rest is libraries, which the target waits for during its imports.
 * ``reclaimed_bytes``: replayed bytes no longer resident when the start settled (memory
   pressure, or a proactive reclaim such as DAMON's ``pageout`` scheme).
 
@@ -50,6 +51,7 @@ class Coverage:
     key: str
     replayed_bytes: int = 0
     late_bytes: int = 0
+    late_weight_bytes: int = 0
     target_read_bytes: int = 0
     reclaimed_bytes: int = 0
     planned_bytes: int = 0
@@ -92,7 +94,8 @@ class Coverage:
     def describe(self) -> str:
         return (f"replay coverage {100 * self.fraction:.0f} %: replayed "
                 f"{_mb(self.replayed_bytes)} in {self.replay_seconds:.2f} s, the target read "
-                f"{_mb(self.target_read_bytes)} itself, {_mb(self.late_bytes)} late, "
+                f"{_mb(self.target_read_bytes)} itself, {_mb(self.late_bytes)} late "
+                f"({_mb(self.late_weight_bytes)} of it weights), "
                 f"{_mb(self.reclaimed_bytes)} reclaimed before the start settled "
                 f"({self.settled} after {self.watched_seconds:.1f} s); stood back "
                 f"{self.holds} time(s), {self.held_seconds:.2f} s")
@@ -150,10 +153,13 @@ def measure_coverage(key: str, checked, handles: Sequence, reads, t0: float, *,
                    replay_seconds=round(replay_seconds, 3), settled=settled,
                    target_read_bytes=reads.total(),
                    watched_seconds=round(time.monotonic() - t0, 3))
+    weights = {r.path for r in checked.weights}
     for h in handles:
         st = h.stats
         cov.replayed_bytes += st.bytes_read
         cov.late_bytes += st.bytes_skipped_resident
+        cov.late_weight_bytes += sum(n for path, n in st.skipped_resident_by_path.items()
+                                     if path in weights)
         cov.holds += st.holds
         cov.held_seconds = round(cov.held_seconds + st.held_seconds, 3)
     if cov.replayed_bytes:

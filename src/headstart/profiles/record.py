@@ -202,9 +202,8 @@ def record_startup(
     whole, the chunks it made resident by readiness first in that order and the rest after
     them in file order, as ``headstart run`` records; False keeps only the weight pages
     resident at readiness. A loader that leaves its tensors mapped (safetensors on the
-    CPU) faults the rest in at the first requests, after the recording ended: a profile of
-    only the touched pages left the target 83-119 MB to read itself where a whole-file one
-    left 28-31 MB (``benchmarks/recordings_ab.sh``, README).
+    CPU) faults the rest in at the first requests, after the recording ended
+    (``benchmarks/recordings_ab.sh`` compares the two recorders, README).
     Returns the profile (None when the run never got ready) and the bench RunResult.
     """
     from headstart.bench.runner import run_once
