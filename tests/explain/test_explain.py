@@ -127,7 +127,8 @@ def _check_trace(path: Path, pids: dict, start: dict) -> None:
     # one clock: launch is 0, children start inside their parent's life, ready is the
     # report's ready time
     root = life[pids["root"]]
-    assert 0 <= root["ts"] < 50_000
+    assert 0 <= root["ts"] < 500_000  # its start, in clock ticks, after the launch (a loaded
+    # host can hold the exec back; a clock taken from the wrong origin is seconds off)
     for pid in (pids["reader"], pids["random"]):
         assert root["ts"] <= life[pid]["ts"]
         assert life[pid]["ts"] + life[pid]["dur"] <= root["ts"] + root["dur"] + 1

@@ -19,9 +19,11 @@ How, and why this combination (measured on ``transformers serve``, see README):
    weights a loader keeps mapped), only the pages its page tables show as present (plus the
    first 64 KiB, read with ``read()``) are kept: residency there is inflated by read-around
    (:mod:`headstart.profiles.pagemap`); files no longer mapped keep their residency.
-5. **Loader order** -- the weight files' page maps are sampled every 50 ms while the
-   target starts; each 4 MiB chunk is replayed in the order it first became resident
-   (:mod:`headstart.profiles.weights`, :mod:`headstart.profiles.layout`).
+5. **Loader order** -- while the target starts, the tree's page tables of the weight
+   files are sampled every 100 ms and their residency every 50 ms; each 4 MiB chunk is
+   replayed in the order the tree first touched it, chunks it never touched (a loader
+   that uses ``read()``) in the order they became resident after those
+   (:class:`~headstart.profiles.weights.LoaderOrder`, :mod:`headstart.profiles.layout`).
 
 What each part misses:
 
@@ -38,7 +40,8 @@ What each part misses:
   meanwhile, and files outside the evicted set (recorded with every resident page), see
   :mod:`headstart.profiles.capture`.
 * Pagemap trimming: pages of processes that exited before readiness, pages unmapped again.
-* Loader order: order inside a 4 MiB chunk, and reads faster than the 50 ms sampling.
+* Loader order: order inside a 4 MiB chunk, and touches or reads faster than the
+  sampling.
 
 Files the tree *wrote* during startup (mtime or ctime changed) are left out: they are
 outputs, not inputs (on a first run that includes freshly written ``__pycache__``).
@@ -208,8 +211,8 @@ def record_startup(
     """
     from headstart.bench.runner import run_once
     from headstart.profiles.capture import capture
-    from headstart.profiles.recorders import make_recorder
-    from headstart.profiles.weights import WeightSampler
+    from headstart.profiles.recorders import make_recorder, tree_pids
+    from headstart.profiles.weights import LoaderOrder
 
     notes: list[str] = []
     target = _target(cmd, model, revision, cache_dir, hub, extra_evict, evict_env, notes)
@@ -221,7 +224,7 @@ def record_startup(
     scan = target.scan_paths() if recorder.mechanism == "maps" else []
     captured: list[Captured] = []
     t_start = time.time_ns()
-    sampler = WeightSampler(sorted(target.weights))
+    sampler = LoaderOrder(tree_pids, target.weights)  # this process's tree: the target's
 
     def on_ready() -> None:
         if not captured:
