@@ -244,7 +244,7 @@ def test_auto_record_off(setup):
 def _touch_sampled_model(tmp_path):
     """A 12 MiB weight file (resident: just written) and a TouchSampler of this process's
     own page tables, with 4 MiB chunks."""
-    from headstart.profiles.weights import TouchSampler
+    from headstart.profiles.autorecord import TouchSampler
 
     path = tmp_path / "model.safetensors"
     path.write_bytes(os.urandom(12 * MiB))

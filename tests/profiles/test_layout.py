@@ -18,7 +18,6 @@ from headstart.profiles.layout import (
     reads_backwards,
     split_by_touch,
     startup_ranges,
-    touch_then_resident,
     trim_to_touched,
 )
 from headstart.profiles.store import FileEntry
@@ -248,18 +247,3 @@ def test_split_by_touch_is_an_exact_partition():
                        (29 * P + 5, P - 5), (31 * P, P + 5), (39 * P, P), (41 * P, 8 * P)]
     assert sum(n for _o, n in kept + dropped) == sum(n for _o, n in runs)
     assert split_by_touch([(500 * P, 4 * P)], touched, page=P) == ([], [(500 * P, 4 * P)])
-
-
-# touch_then_resident -----------------------------------------------------------------------
-
-def test_touched_chunks_rank_first_then_chunks_only_seen_resident():
-    touched = ChunkTimes(4, {("w", 1): 0, ("w", 5): 2}, samples=3)
-    resident = ChunkTimes(4, {("w", 0): 0, ("w", 1): 0, ("w", 5): 1, ("v", 2): 4}, samples=6)
-    got = touch_then_resident(touched, resident)
-    # a chunk both saw keeps its touch rank; residency-only chunks follow every touch
-    assert got.first == {("w", 1): 0, ("w", 5): 2, ("w", 0): 3, ("v", 2): 7}
-    assert got.samples == 9
-    order = order_by_chunk([("w", 0, 24), ("v", 8, 4)], got, {"w": 0, "v": 1})
-    assert order == [("w", 4, 4), ("w", 20, 4), ("w", 0, 4), ("v", 8, 4), ("w", 8, 12)]
-    with pytest.raises(ValueError, match="chunk"):
-        touch_then_resident(ChunkTimes(4, {}, 0), ChunkTimes(8, {}, 0))

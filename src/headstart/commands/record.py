@@ -47,10 +47,6 @@ def add_parser(sub, name: str, help_text: str) -> argparse.ArgumentParser:
     p.add_argument("--no-trim-mapped", action="store_true",
                    help="keep every resident page of mapped libraries, not only those the "
                         "target touched")
-    p.add_argument("--touched-weights", action="store_true",
-                   help="record only the weight pages resident when the target is ready, "
-                        "not each weight file it opened whole (chunks it read first, then "
-                        "the rest in file order)")
     p.add_argument("--mechanism", choices=["auto", "fanotify", "maps"], default="auto",
                    help="how the file order is recorded (default: fanotify as root)")
     p.add_argument("--out", metavar="DIR",
@@ -84,7 +80,6 @@ def run(args: argparse.Namespace) -> int:
                          revision=args.revision, cache_dir=args.cache_dir, hub=args.hub,
                          extra_evict=args.evict, evict_env=not args.no_evict_env,
                          trim_mapped=not args.no_trim_mapped,
-                         whole_weights=not args.touched_weights,
                          timeout=args.timeout, env=env,
                          mechanism=args.mechanism, say=_say if args.verbose else (lambda m: None))
     for note in rec.notes:

@@ -22,8 +22,7 @@ from headstart.profiles.store import FileEntry
 __all__ = ["HEAD_BYTES", "PAGE", "RECLAIM_GAP", "ChunkTimes", "bridge_gaps", "chunk_pieces",
            "merge_duplicates",
            "order_by_chunk",
-           "reads_backwards", "split_by_touch", "startup_ranges", "touch_then_resident",
-           "trim_to_touched"]
+           "reads_backwards", "split_by_touch", "startup_ranges", "trim_to_touched"]
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 HEAD_BYTES = 65536  # ELF headers are read with read(), not through the mapping: always kept
@@ -45,18 +44,6 @@ class ChunkTimes:
     chunk: int
     first: Mapping[tuple[str, int], int]
     samples: int
-
-
-def touch_then_resident(touched: ChunkTimes, resident: ChunkTimes) -> ChunkTimes:
-    """One ranking of two samplings of the same chunks: every chunk ``touched`` saw, by
-    its sample; then the chunks only ``resident`` saw, by theirs, after all of those;
-    chunks neither saw rank last. Both must use the same chunk size."""
-    if touched.chunk != resident.chunk:
-        raise ValueError(f"chunk sizes differ: {touched.chunk} and {resident.chunk}")
-    first = dict(touched.first)
-    for key, when in resident.first.items():
-        first.setdefault(key, touched.samples + when)
-    return ChunkTimes(touched.chunk, first, touched.samples + resident.samples)
 
 
 def trim_to_touched(runs: Sequence[Run], touched: bytes | bytearray,

@@ -19,11 +19,9 @@ How, and why this combination (measured on ``transformers serve``, see README):
    weights a loader keeps mapped), only the pages its page tables show as present (plus the
    first 64 KiB, read with ``read()``) are kept: residency there is inflated by read-around
    (:mod:`headstart.profiles.pagemap`); files no longer mapped keep their residency.
-5. **Loader order** -- while the target starts, the tree's page tables of the weight
-   files are sampled every 100 ms and their residency every 50 ms; each 4 MiB chunk is
-   replayed in the order the tree first touched it, chunks it never touched (a loader
-   that uses ``read()``) in the order they became resident after those
-   (:class:`~headstart.profiles.weights.LoaderOrder`, :mod:`headstart.profiles.layout`).
+5. **Loader order** -- the weight files' page maps are sampled every 50 ms while the
+   target starts; each 4 MiB chunk is replayed in the order it first became resident
+   (:mod:`headstart.profiles.weights`, :mod:`headstart.profiles.layout`).
 
 What each part misses:
 
@@ -40,8 +38,7 @@ What each part misses:
   meanwhile, and files outside the evicted set (recorded with every resident page), see
   :mod:`headstart.profiles.capture`.
 * Pagemap trimming: pages of processes that exited before readiness, pages unmapped again.
-* Loader order: order inside a 4 MiB chunk, and touches or reads faster than the
-  sampling.
+* Loader order: order inside a 4 MiB chunk, and reads faster than the 50 ms sampling.
 
 Files the tree *wrote* during startup (mtime or ctime changed) are left out: they are
 outputs, not inputs (on a first run that includes freshly written ``__pycache__``).
@@ -188,7 +185,6 @@ def record_startup(
     extra_evict: list[str] | None = None,
     evict_env: bool = True,
     trim_mapped: bool = True,
-    whole_weights: bool = True,
     timeout: float = 300.0,
     env: dict[str, str] | None = None,
     mechanism: str = "auto",
@@ -201,18 +197,13 @@ def record_startup(
     ``trim_mapped``: keep only the pages of mapped files that the tree touched
     (:mod:`headstart.profiles.pagemap`). ``evict_env=False`` keeps the target's Python
     installation cached (its files are then recorded with every resident page, see the
-    module docstring). ``whole_weights``: each weight file the target opened is recorded
-    whole, the chunks it made resident by readiness first in that order and the rest after
-    them in file order, as ``headstart run`` records; False keeps only the weight pages
-    resident at readiness. A loader that leaves its tensors mapped (safetensors on the
-    CPU) faults the rest in at the first requests, after the recording ended
-    (``benchmarks/recordings_ab.sh`` compares the two recorders, README).
+    module docstring).
     Returns the profile (None when the run never got ready) and the bench RunResult.
     """
     from headstart.bench.runner import run_once
     from headstart.profiles.capture import capture
-    from headstart.profiles.recorders import make_recorder, tree_pids
-    from headstart.profiles.weights import LoaderOrder
+    from headstart.profiles.recorders import make_recorder
+    from headstart.profiles.weights import WeightSampler
 
     notes: list[str] = []
     target = _target(cmd, model, revision, cache_dir, hub, extra_evict, evict_env, notes)
@@ -224,13 +215,13 @@ def record_startup(
     scan = target.scan_paths() if recorder.mechanism == "maps" else []
     captured: list[Captured] = []
     t_start = time.time_ns()
-    sampler = LoaderOrder(tree_pids, target.weights)  # this process's tree: the target's
+    sampler = WeightSampler(sorted(target.weights))
 
     def on_ready() -> None:
         if not captured:
             captured.append(capture(os.getpid(), recorder, sampler, weights=target.weights,
                                     t_start_ns=t_start, extra_paths=scan,
-                                    trim_mapped=trim_mapped, whole_weights=whole_weights))
+                                    trim_mapped=trim_mapped))
 
     recorder.start()
     sampler.start()

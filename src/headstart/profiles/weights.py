@@ -22,17 +22,12 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Iterable
 
 from headstart.pagecache.residency import resident_runs
-from headstart.profiles.layout import (
-    ChunkTimes,
-    chunk_pieces,
-    order_by_chunk,
-    touch_then_resident,
-)
+from headstart.profiles.layout import ChunkTimes, chunk_pieces, order_by_chunk
 
-__all__ = ["LoaderOrder", "TouchSampler", "WeightSampler", "chunk_bytes"]
+__all__ = ["WeightSampler", "chunk_bytes"]
 
 log = logging.getLogger(__name__)
 
@@ -111,75 +106,3 @@ class WeightSampler:
               ) -> list[tuple[str, int, int]]:
         """:func:`~headstart.profiles.layout.order_by_chunk` by these samples."""
         return order_by_chunk(ranges, self.times(), file_rank)
-
-
-class TouchSampler(WeightSampler):
-    """First time more than half of each ``chunk`` of the weight files (of the part a
-    mapping holds; one touch maps a whole large folio, 2 MiB here) was seen mapped and
-    present in the tree's page tables (``/proc/PID/pagemap``), every ``interval`` seconds;
-    otherwise a :class:`WeightSampler` (``start``, ``stop``, ``times``)."""
-
-    def __init__(self, pids: Callable[[], list[int]], weights: Collection[str],
-                 chunk: int = 4 * 2**20, interval: float = 0.1) -> None:
-        super().__init__(sorted(weights), chunk=chunk, interval=interval)
-        self.pids = pids
-        self.weights = set(weights)
-
-    def sample(self) -> None:
-        from headstart.profiles.pagemap import present_in
-
-        per_chunk = self.chunk // os.sysconf("SC_PAGE_SIZE")
-        for path, first_page, present in present_in(self.pids(), only=self.weights,
-                                                    want=self._unseen):
-            self._note(path, first_page, present, per_chunk)
-        self.samples += 1
-
-    def _unseen(self, path: str, lo: int, hi: int) -> list[tuple[int, int]]:
-        """The file bytes of ``[lo, hi)`` in chunks not yet more than half touched, as runs:
-        only their page tables are read (a loaded 2 GB shard is 4 MB of entries, 10 times a
-        second)."""
-        out: list[tuple[int, int]] = []
-        for c in range(lo // self.chunk, (hi - 1) // self.chunk + 1):
-            if (path, c) in self.first:
-                continue
-            a, b = max(lo, c * self.chunk), min(hi, (c + 1) * self.chunk)
-            if out and out[-1][1] == a:
-                out[-1] = (out[-1][0], b)
-            else:
-                out.append((a, b))
-        return out
-
-    def _note(self, path: str, first_page: int, present: bytes, per_chunk: int) -> None:
-        """``present`` starts at ``first_page`` of the file, which need not be a chunk
-        boundary: each present page counts for the chunk holding it. A chunk not yet more than
-        half present is read again by the next sample (page tables keep what was touched)."""
-        for chunk, lo, hi in chunk_pieces(first_page, len(present), per_chunk):
-            part = present[lo - first_page:hi - first_page]
-            if 1 in part:
-                self.note((path, chunk), self.samples, 2 * part.count(1) > len(part))
-
-
-class LoaderOrder:
-    """A cold recording's loader order: chunks by when the tree's page tables first held
-    more than half of them (:class:`TouchSampler`), then chunks it never touched by when
-    they became resident (:class:`WeightSampler`: a loader that reads with ``read()``),
-    then the rest (:func:`~headstart.profiles.layout.touch_then_resident`). Residency
-    alone ranks what the kernel read ahead of a mapping's faults as needed: on
-    ``transformers serve`` it ordered the four shards' chunks round-robin, and its
-    replayed starts were 0.7-1.9 s slower than those of the touch order, in three
-    side-by-side runs (``benchmarks/recordings_ab.sh``)."""
-
-    def __init__(self, pids: Callable[[], list[int]], weights: Collection[str]) -> None:
-        self.touches = TouchSampler(pids, weights)
-        self.residency = WeightSampler(sorted(weights))
-
-    def start(self) -> None:
-        self.touches.start()
-        self.residency.start()
-
-    def stop(self) -> None:
-        self.touches.stop()
-        self.residency.stop()
-
-    def times(self) -> ChunkTimes:
-        return touch_then_resident(self.touches.times(), self.residency.times())
