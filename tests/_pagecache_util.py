@@ -113,3 +113,18 @@ def damon_paged_out() -> int:
                 except (OSError, ValueError):
                     continue
     return total
+
+
+def assert_resident_runs(path, expected: list[tuple[int, int]], paged_out_before: int) -> None:
+    """``path``'s resident runs are ``expected``, but for pages the host's DAMON pageout
+    scheme reclaimed since ``paged_out_before`` (:func:`damon_paged_out`): nothing outside
+    ``expected`` is resident, and at most what the kernel says it took is missing."""
+    from headstart.pagecache.residency import resident_runs
+
+    got = resident_runs(path)
+    if got == expected:
+        return
+    inside = all(any(o <= g and g + n <= o + m for o, m in expected) for g, n in got)
+    missing = sum(m for _o, m in expected) - sum(n for _g, n in got)
+    allowed = damon_paged_out() - paged_out_before
+    assert inside and 0 <= missing <= allowed, (got, expected, missing, allowed)
