@@ -46,9 +46,6 @@ _MAX_OPEN = 256  # in-flight chunks hold their file open (small files: one chunk
 _PAGE = syscalls.PAGE_SIZE
 _FALLBACK_CHUNK = 128 * 1024  # the kernel's default readahead, when sysfs does not say
 MAX_HOLD = 0.25  # longest wait for the target's own reads before one more chunk anyway
-# the target's reads are checked once per this many bytes asked, not once per ask: a
-# profile of many small ranges would otherwise wait up to MAX_HOLD for each of them
-HOLD_EVERY = 4 * 2**20
 _HOLD_STEP = 0.003
 
 
@@ -165,7 +162,6 @@ class _Stream:
         self.slow_bytes = 0
         self.early = early_window is not None and released is not None
         self.fired = False
-        self.unchecked = HOLD_EVERY  # bytes asked since the target's reads were checked
 
     def is_released(self, timeout: float) -> bool:
         """The imports signal, asked until it fires and remembered after."""
@@ -296,10 +292,7 @@ class _Stream:
             if self.pacing and index >= self.slow_from:  # type: ignore[operator]
                 self.pace(n)
             if self.yield_to is not None and index >= (self.slow_from or 0):
-                if self.unchecked >= HOLD_EVERY:
-                    self.stand_back()
-                    self.unchecked = 0
-                self.unchecked += n
+                self.stand_back()
             os.posix_fadvise(entry.fd, pos, n, os.POSIX_FADV_WILLNEED)
             entry.refs += 1
             self.inflight.append((entry, pos + n, n))
