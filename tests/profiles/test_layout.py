@@ -247,16 +247,3 @@ def test_split_by_touch_is_an_exact_partition():
                        (29 * P + 5, P - 5), (31 * P, P + 5), (39 * P, P), (41 * P, 8 * P)]
     assert sum(n for _o, n in kept + dropped) == sum(n for _o, n in runs)
     assert split_by_touch([(500 * P, 4 * P)], touched, page=P) == ([], [(500 * P, 4 * P)])
-
-
-def test_order_ranks_a_peek_at_its_sample_and_the_rest_of_its_chunk_later():
-    # chunk 1 peeked at (two runs) in sample 0, copied in sample 2; chunk 0 copied in 1
-    times = ChunkTimes(10, {("a", 0): 1, ("a", 1): 2}, 3,
-                       peeks={("a", 1): (0, ((10, 2), (15, 1))), ("a", 0): (3, ((0, 1),))})
-    assert order_by_chunk([("a", 0, 20)], times, {}) == [
-        ("a", 10, 2), ("a", 15, 1), ("a", 0, 10), ("a", 12, 3), ("a", 16, 4)]
-    # a peek no earlier than its chunk's rank changes nothing (chunk 0's, at sample 3)
-    assert order_by_chunk([("a", 0, 10)], times, {}) == [("a", 0, 10)]
-    # a range that holds only part of a peeked chunk keeps only that part of the peek
-    assert order_by_chunk([("a", 14, 6)], times, {}) == [("a", 15, 1), ("a", 14, 1),
-                                                        ("a", 16, 4)]

@@ -87,30 +87,10 @@ class TouchSampler(WeightSampler):
         half present is read again by the next sample (page tables keep what was touched)."""
         from headstart.profiles.layout import chunk_pieces
 
-        page = os.sysconf("SC_PAGE_SIZE")
         for chunk, lo, hi in chunk_pieces(first_page, len(present), per_chunk):
             part = present[lo - first_page:hi - first_page]
             if 1 in part:
-                key = (path, chunk)
-                runs = () if key in self.seen else _present_runs(part, lo, page)
-                self.note(key, self.samples, 2 * part.count(1) > len(part), runs)
-
-
-def _present_runs(part: bytes, first_page: int, page: int) -> list[tuple[int, int]]:
-    """The file byte runs ``(offset, length)`` of the pages ``part`` marks present
-    (``part[i]`` is page ``first_page + i``)."""
-    out: list[tuple[int, int]] = []
-    i, n = 0, len(part)
-    while i < n:
-        if part[i]:
-            j = i
-            while j < n and part[j]:
-                j += 1
-            out.append(((first_page + i) * page, (j - i) * page))
-            i = j
-        else:
-            i += 1
-    return out
+                self.note((path, chunk), self.samples, 2 * part.count(1) > len(part))
 
 
 class ReadyWatch:

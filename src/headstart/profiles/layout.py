@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from headstart.profiles.store import FileEntry
 
@@ -44,9 +44,6 @@ class ChunkTimes:
     chunk: int
     first: Mapping[tuple[str, int], int]
     samples: int
-    # (path, chunk index) -> (sample, runs): the pages of a chunk seen in a sample before
-    # the one in ``first`` (a loader's peek at a tensor it copies later); ranked there
-    peeks: Mapping[tuple[str, int], tuple[int, tuple[Run, ...]]] = field(default_factory=dict)
 
 
 def trim_to_touched(runs: Sequence[Run], touched: bytes | bytearray,
@@ -106,25 +103,17 @@ def chunk_pieces(off: int, length: int, chunk: int) -> Iterator[tuple[int, int, 
 def order_by_chunk(ranges: Sequence[tuple[str, int, int]], times: ChunkTimes,
                    file_rank: Mapping[str, int]) -> list[tuple[str, int, int]]:
     """``ranges`` (path, offset, length) cut at chunk boundaries and sorted by when each
-    chunk became resident (the pages of it peeked at before, ``times.peeks``, by when they
-    were seen), then by ``file_rank`` of the path (0 when absent), then by offset:
-    ascending, or descending in a file the loader read from its end to its start
+    chunk became resident, then by ``file_rank`` of the path (0 when absent), then by
+    offset: ascending, or descending in a file the loader read from its end to its start
     (:func:`reads_backwards`), where chunks seen in one sample are needed last-first too;
     pieces of one path that end where the next begins are merged again."""
     backwards = {path for path in {r[0] for r in ranges} if reads_backwards(times, path)}
     pieces = []
     for path, off, length in ranges:
         sign = -1 if path in backwards else 1
-        rank = file_rank.get(path, 0)
         for c, lo, hi in chunk_pieces(off, length, times.chunk):
             when = times.first.get((path, c), times.samples)
-            peek = times.peeks.get((path, c))
-            if peek is not None and peek[0] < when:
-                early, rest = _split_runs(lo, hi, peek[1])
-                pieces += [(peek[0], rank, sign * a, path, b - a) for a, b in early]
-            else:
-                rest = [(lo, hi)]
-            pieces += [(when, rank, sign * a, path, b - a) for a, b in rest]
+            pieces.append((when, file_rank.get(path, 0), sign * lo, path, hi - lo))
     pieces.sort()
     out: list[list] = []
     for _when, _rank, signed_off, path, length in pieces:
@@ -134,26 +123,6 @@ def order_by_chunk(ranges: Sequence[tuple[str, int, int]], times: ChunkTimes,
         else:
             out.append([path, off, length])
     return [(p, o, n) for p, o, n in out]
-
-
-def _split_runs(lo: int, hi: int, runs: Sequence[Run]
-                ) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
-    """``[lo, hi)`` cut into the parts inside ``runs`` (offset order, disjoint) and the
-    rest, each as ``(start, end)`` in offset order."""
-    inside: list[tuple[int, int]] = []
-    outside: list[tuple[int, int]] = []
-    pos = lo
-    for off, n in runs:
-        a, b = max(lo, off), min(hi, off + n)
-        if a >= b:
-            continue
-        if a > pos:
-            outside.append((pos, a))
-        inside.append((a, b))
-        pos = b
-    if pos < hi:
-        outside.append((pos, hi))
-    return inside, outside
 
 
 def reads_backwards(times: ChunkTimes, path: str) -> bool:

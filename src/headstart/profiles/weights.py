@@ -27,23 +27,17 @@ from collections.abc import Iterable
 from headstart.pagecache.residency import resident_runs
 from headstart.profiles.layout import ChunkTimes, chunk_pieces, order_by_chunk
 
-__all__ = ["WeightSampler", "chunk_bytes", "chunk_runs"]
+__all__ = ["WeightSampler", "chunk_bytes"]
 
 log = logging.getLogger(__name__)
 
 
 def chunk_bytes(runs: Iterable[tuple[int, int]], chunk: int) -> dict[int, int]:
     """Bytes of ``runs`` (offset, length; disjoint) in each ``chunk``-byte chunk they meet."""
-    return {c: sum(n for _o, n in parts) for c, parts in chunk_runs(runs, chunk).items()}
-
-
-def chunk_runs(runs: Iterable[tuple[int, int]], chunk: int) -> dict[int, list[tuple[int, int]]]:
-    """``runs`` (offset, length; disjoint, in offset order) cut at ``chunk`` boundaries,
-    by chunk index."""
-    out: dict[int, list[tuple[int, int]]] = {}
+    out: dict[int, int] = {}
     for off, length in runs:
         for c, lo, hi in chunk_pieces(off, length, chunk):
-            out.setdefault(c, []).append((lo, hi - lo))
+            out[c] = out.get(c, 0) + hi - lo
     return out
 
 
@@ -58,8 +52,6 @@ class WeightSampler:
         self.interval = interval
         self.first: dict[tuple[str, int], int] = {}  # (path, chunk index) -> sample number
         self.seen: dict[tuple[str, int], int] = {}  # the same, for any page of the chunk
-        # the runs seen when a chunk was first seen, not more than half of it
-        self.peeked: dict[tuple[str, int], tuple[int, tuple[tuple[int, int], ...]]] = {}
         self._sizes: dict[str, int] = {}
         self.samples = 0
         self._stop = threading.Event()
@@ -83,20 +75,13 @@ class WeightSampler:
                     size = self._sizes[path] = os.stat(path).st_size
                 except OSError:
                     continue
-            for c, parts in chunk_runs(runs, self.chunk).items():
-                nbytes = sum(k for _o, k in parts)
-                self.note((path, c), n, 2 * nbytes > min(self.chunk, size - c * self.chunk),
-                          parts)
+            for c, nbytes in chunk_bytes(runs, self.chunk).items():
+                self.note((path, c), n, 2 * nbytes > min(self.chunk, size - c * self.chunk))
         self.samples += 1
 
-    def note(self, key: tuple[str, int], sample: int, half: bool,
-             runs: Iterable[tuple[int, int]] = ()) -> None:
-        """Chunk ``key`` seen in ``sample``, more than half of it (``half``) or not;
-        ``runs``: the bytes of it seen (kept the first time, as a peek, when not half)."""
-        if key not in self.seen:
-            self.seen[key] = sample
-            if not half:
-                self.peeked[key] = (sample, tuple(runs))
+    def note(self, key: tuple[str, int], sample: int, half: bool) -> None:
+        """Chunk ``key`` seen in ``sample``, more than half of it (``half``) or not."""
+        self.seen.setdefault(key, sample)
         if half:
             self.first.setdefault(key, sample)
 
@@ -115,9 +100,7 @@ class WeightSampler:
 
     def times(self) -> ChunkTimes:
         """What the samples so far say (a copy)."""
-        peeks = {k: v for k, v in self.peeked.items()
-                 if v[1] and k in self.first and self.first[k] > v[0]}
-        return ChunkTimes(self.chunk, {**self.seen, **self.first}, self.samples, peeks)
+        return ChunkTimes(self.chunk, {**self.seen, **self.first}, self.samples)
 
     def order(self, ranges: list[tuple[str, int, int]], file_rank: dict[str, int]
               ) -> list[tuple[str, int, int]]:
