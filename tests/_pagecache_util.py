@@ -88,31 +88,34 @@ def damon_paged_out() -> int:
     pages no process maps, so a page read a second ago can be gone; a residency check can
     allow for what the kernel says it took meanwhile instead of guessing a margin."""
     total = 0
-    try:
-        kdamonds = [k for k in os.listdir(_DAMON) if k.isdigit()]
-    except OSError:
-        return 0
-    for k in kdamonds:
+    for k in _numbered(_DAMON):
         base = f"{_DAMON}/{k}"
         try:
             with open(f"{base}/state", "w") as f:
                 f.write("update_schemes_stats")
         except OSError:
             continue
-        for ctx in os.listdir(f"{base}/contexts"):
-            schemes = f"{base}/contexts/{ctx}/schemes"
-            if not ctx.isdigit() or not os.path.isdir(schemes):
+        schemes = [f"{base}/contexts/{ctx}/schemes/{s}"
+                   for ctx in _numbered(f"{base}/contexts")
+                   for s in _numbered(f"{base}/contexts/{ctx}/schemes")]
+        for scheme in schemes:
+            try:
+                with open(f"{scheme}/action") as f:
+                    if f.read().strip() != "pageout":
+                        continue
+                with open(f"{scheme}/stats/sz_applied") as f:
+                    total += int(f.read())
+            except (OSError, ValueError):
                 continue
-            for s in os.listdir(schemes):
-                try:
-                    with open(f"{schemes}/{s}/action") as f:
-                        if f.read().strip() != "pageout":
-                            continue
-                    with open(f"{schemes}/{s}/stats/sz_applied") as f:
-                        total += int(f.read())
-                except (OSError, ValueError):
-                    continue
     return total
+
+
+def _numbered(folder: str) -> list[str]:
+    """The numbered entries of a DAMON sysfs folder (none when it cannot be read)."""
+    try:
+        return [name for name in os.listdir(folder) if name.isdigit()]
+    except OSError:
+        return []
 
 
 def assert_resident_runs(path, expected: list[tuple[int, int]], paged_out_before: int) -> None:

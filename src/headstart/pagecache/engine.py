@@ -93,6 +93,11 @@ class PrefetchStats:
         return (self.bytes_read + self.bytes_skipped_resident + self.bytes_over_budget
                 + self.bytes_failed)
 
+    def count_skipped_resident(self, path: str, n: int) -> None:
+        """``n`` bytes of ``path`` found resident, so not read (the caller holds any lock)."""
+        self.bytes_skipped_resident += n
+        self.skipped_resident_by_path[path] = self.skipped_resident_by_path.get(path, 0) + n
+
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         del d["skipped_resident_by_path"]
@@ -457,9 +462,7 @@ class Prefetch:
                     resident = self._resident(entry.fd, pos, n)
                 if self._skip_resident and resident is not None and resident >= n:
                     with self._lock:
-                        self._stats.bytes_skipped_resident += n
-                        by_path = self._stats.skipped_resident_by_path
-                        by_path[entry.path] = by_path.get(entry.path, 0) + n
+                        self._stats.count_skipped_resident(entry.path, n)
                         entry.skipped += n
                     pos, done_here = stop, done_here + n
                     continue

@@ -280,9 +280,7 @@ class _Stream:
             pages = (pos + n + _PAGE - 1) // _PAGE - pos // _PAGE
             got = _resident_pages(entry.fd, pos, n)
             if got is not None and got >= pages:
-                st.bytes_skipped_resident += n
-                by_path = st.skipped_resident_by_path
-                by_path[entry.path] = by_path.get(entry.path, 0) + n
+                st.count_skipped_resident(entry.path, n)
                 pos += n
                 continue
             if self.budget is not None and st.bytes_read + self.inflight_bytes + n > self.budget:
