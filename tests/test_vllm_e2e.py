@@ -463,6 +463,16 @@ def api_only(vllm: Vllm, served: dict[str, Run]) -> dict[str, Run]:
 IGNORES_CTRL_C_AFTER = {"dp-local-0": "non-default args"}
 
 
+def _interrupt_discarded(output: str) -> bool:
+    """CPython threw the KeyboardInterrupt away: raised inside the weakref callback of an
+    importlib module lock, it is printed as "Exception ignored in: ..." and the main thread
+    imports on, with or without headstart (one CI dry run of the headless variant)."""
+    lines = output.splitlines()
+    return any(ln.startswith("Exception ignored in: <function _get_module_lock")
+               and any(x.startswith("KeyboardInterrupt") for x in lines[i + 1:i + 6])
+               for i, ln in enumerate(lines))
+
+
 @pytest.mark.parametrize("name", list(API_ONLY))
 def test_api_only_flags_plan_and_ctrl_c(api_only: dict[str, Run], name: str) -> None:
     """What ``headstart run -v`` plans (its first line, printed before vLLM starts); Ctrl-C
@@ -473,6 +483,8 @@ def test_api_only_flags_plan_and_ctrl_c(api_only: dict[str, Run], name: str) -> 
     vllm_ignores = IGNORES_CTRL_C_AFTER.get(name)
     if vllm_ignores is not None and vllm_ignores in run.output():
         return  # vLLM's own behaviour there, the same without headstart
+    if _interrupt_discarded(run.output()):
+        return  # CPython's: the interrupt never reached vLLM
     assert not run.left, f"left after Ctrl-C: {run.left}" + run.tail()
 
 
