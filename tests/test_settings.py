@@ -160,7 +160,7 @@ def test_replay_yield_modes_and_when_each_stands_back(monkeypatch):
     assert yield_policy({"yield": "imports"}, reads, None)()
 
 
-def test_whole_file_reads_are_uncapped_unless_asked(monkeypatch):
+def test_replays_are_uncapped_unless_asked(monkeypatch):
     from headstart.settings import (
         REPLAY_DEFAULTS,
         WHOLE_FILE_EARLY_RATE,
@@ -170,7 +170,8 @@ def test_whole_file_reads_are_uncapped_unless_asked(monkeypatch):
 
     monkeypatch.delenv("HEADSTART_REPLAY_EARLY_RATE", raising=False)
     monkeypatch.delenv("HEADSTART_REPLAY_EARLY_WINDOW", raising=False)
-    assert replay_options()["early_rate"] == REPLAY_DEFAULTS["early_rate"] > 0
+    # neither pass caps the weights by default; they differ in what they keep in flight
+    assert replay_options()["early_rate"] == REPLAY_DEFAULTS["early_rate"] == 0
     whole = replay_options(whole_files=True)
     assert whole["early_rate"] == WHOLE_FILE_EARLY_RATE == 0
     assert whole["early_window"] == WHOLE_FILE_EARLY_WINDOW < REPLAY_DEFAULTS["early_window"]

@@ -25,7 +25,7 @@ processes see changes.
 ``HEADSTART_PREFETCH_METHOD``  ``pread`` | ``populate`` | ``auto``
 ``HEADSTART_REPLAY_METHOD``  profile replay: ``readahead`` (default) | ``engine``
 ``HEADSTART_REPLAY_WINDOW``  bytes a ``readahead`` replay keeps asked for (``16MiB``)
-``HEADSTART_REPLAY_EARLY_RATE``  bytes/s of weights while the target imports (``100MB``)
+``HEADSTART_REPLAY_EARLY_RATE``  bytes/s of weights while the target imports (``0``: no cap)
 ``HEADSTART_REPLAY_EARLY_WINDOW``  bytes of weights a replay keeps asked for while the target
                            imports (``4MiB``)
 ``HEADSTART_REPLAY_YIELD``  when the replay stands back while the target reads: ``always``,
@@ -203,17 +203,18 @@ def run_prefetch_options() -> dict[str, object]:
     return opts
 
 
-# While the target imports, weights are read at a capped rate and with a small window: each
-# read of the target's that the replay did not do ahead (the ones it makes before the
-# replay starts, the ones the profile lacks) waits behind everything the replay has asked
-# for and the disk has not done yet, and under a cgroup throttle that queue is shared. At
-# 300 MB/s weights read at the disk's speed during the imports made them 1.5 s slower than
-# with no replay at all; 100 MB/s in 4 MiB pieces left them within 0.4 s of it, and the
-# start was fastest. On a fast disk the cap also saves the importer the CPU of filling the
-# page cache at full speed. Libraries always get the full window: the target waits for
-# them right then, in that order. Lifted when the target's preloads finish
-# (benchmarks/design_measurements.md).
-REPLAY_DEFAULTS = {"window": 16 * 2**20, "early_rate": 100 * 10**6,
+# While the target imports, weights are read with a small window: each read of the
+# target's that the replay did not do ahead (the ones it makes before the replay starts, the
+# ones the profile lacks) waits behind everything the replay has asked for and the disk has
+# not done yet, and under a cgroup throttle that queue is shared. Libraries always get the
+# full window: the target waits for them right then, in that order. The window is lifted
+# when the target's preloads finish. ``early_rate`` (bytes/s of weights until then) is off by
+# default: with the libraries first in the stream the target read nothing from the disk
+# itself while it imported, so a cap only left the disk idle. Side by side, 3-4 cold runs
+# each, the 100 MB/s cap that was the default against none: 300 MB/s 9.95 against 9.24 s
+# and 10.14 against 9.23 s (two benches), 150 MB/s 17.23 / 17.22 s, 1 GB/s 6.99 / 6.89 s,
+# unthrottled 6.85 / 6.84 s (benchmarks/design_measurements.md).
+REPLAY_DEFAULTS = {"window": 16 * 2**20, "early_rate": 0,
                    "early_window": 4 * 2**20, "yield": "always", "ioprio": "low",
                    "tail": "off"}
 # Without a profile (the first start: the model's whole files, no libraries in the stream)

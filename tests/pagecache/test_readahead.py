@@ -7,7 +7,15 @@ import time
 
 import pytest
 
-from _pagecache_util import MiB, drop, make_file, require_disk, resident
+from _pagecache_util import (
+    MiB,
+    assert_resident_runs,
+    damon_paged_out,
+    drop,
+    make_file,
+    require_disk,
+    resident,
+)
 from headstart.pagecache.ranges import Range
 from headstart.pagecache.readahead import readahead
 from headstart.profiles.record import resident_runs
@@ -30,17 +38,19 @@ def test_exactly_the_ranges_asked_for_become_resident(files):
     # 20 MiB spans more than one readahead window (one WILLNEED call reads at most that)
     ranges = [Range(small, 0, None), Range(a, 1 * MiB, 20 * MiB), Range(a, 28 * MiB, 64 * 1024),
               Range(b, 0, None)]
+    paged_out = damon_paged_out()
     st = readahead(ranges)
     assert st.errors == []
     assert st.bytes_read == 20_000 + 20 * MiB + 64 * 1024 + 4 * MiB
     assert st.files == 3 and st.done and st.method == "willneed"
-    assert resident_runs(a) == [(1 * MiB, 20 * MiB), (28 * MiB, 64 * 1024)]
+    # this host's DAMON pageout may take a just-read page: allowed for what it reports
+    assert_resident_runs(a, [(1 * MiB, 20 * MiB), (28 * MiB, 64 * 1024)], paged_out)
     assert resident(b) == 4 * MiB
     assert resident(small) == 20_000 or resident(small) == 20_480  # the last page is whole
 
-    again = readahead(ranges)  # everything resident: nothing is asked for
-    assert again.bytes_read == 0
-    assert again.bytes_skipped_resident == st.bytes_read
+    again = readahead(ranges)  # everything resident: nothing is asked for but what was reclaimed
+    assert again.bytes_read + again.bytes_skipped_resident == st.bytes_read
+    assert again.bytes_read <= damon_paged_out() - paged_out, again
 
 
 def test_budget_caps_what_is_asked_for(files):
