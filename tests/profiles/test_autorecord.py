@@ -392,3 +392,60 @@ def test_the_targets_first_read_is_recorded(setup, tmp_path):
         profile = Profile.from_dict(json.load(fh))
     assert profile.mechanism == "fanotify"
     assert os.path.realpath(first) in {f.path for f in profile.files}
+
+
+LATE = textwrap.dedent("""
+    import mmap, os, socket, sys, time
+    fd = os.open(sys.argv[1], os.O_RDONLY)
+    m = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
+    m[0]  # a page of the library touched while it starts
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen()
+    print("listening", flush=True)
+
+    def spin(seconds):  # busy: a first request being served
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            pass
+
+    spin(2.0)  # ready (listening, no new file) long before this
+    m[2 * 1024 * 1024]  # the request reaches code the start did not
+    spin(1.0)
+    time.sleep(30)
+""")
+
+
+def test_pages_a_first_request_faults_after_readiness_are_in_the_profile(tmp_path,
+                                                                         monkeypatch):
+    """Ready comes when the tree listens and opens nothing new; the scan waits until its
+    first request is done. A library page first touched in between is in the profile's
+    ranges (replayed), not its tail."""
+    from _pagecache_util import drop
+    from headstart.profiles.autorecord import arm, record_live
+    from headstart.profiles.store import load_profile
+
+    monkeypatch.setenv("HEADSTART_CACHE", str(tmp_path / "cache"))
+    lib = make_file(tmp_path / "liblate.so", 4 * MiB)
+    drop(lib)
+    script = tmp_path / "late.py"
+    script.write_text(LATE)
+    proc = subprocess.Popen([PY, str(script), lib], stdout=subprocess.PIPE, text=True)
+    try:
+        armed = arm(proc.pid)
+        assert proc.stdout.readline().startswith("listening")
+        t_listen = time.monotonic()
+        path = record_live(proc.pid, key="generic-late-0123", identity={}, command=[],
+                           quiet=0.5, limit=20, armed=armed)
+        assert time.monotonic() - t_listen >= 2.0  # the scan waited for the "request"
+    finally:
+        proc.kill()
+        proc.wait()
+    assert path is not None
+    profile = load_profile("generic-late-0123")
+    index = [f.path for f in profile.files].index(os.path.realpath(lib))
+    page = 2 * MiB
+    replayed = [(o, n) for i, o, n in profile.ranges if i == index]
+    assert any(o <= page < o + n for o, n in replayed), replayed
+    assert any(o == 0 for o, _n in replayed)  # the start's own touch as well
+    assert sum(n for _o, n in replayed) < 4 * MiB  # touched pages, not the whole file

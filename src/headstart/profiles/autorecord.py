@@ -13,7 +13,10 @@ started before the target's first import (or the helper of an exec'd target). Ru
   pages its mappings touched were sampled while it listened). A target that exits before
   it ever listens, or does not get there within ``LIMIT`` seconds, leaves no profile.
 * **No CPU taken from the start**: the residency scan and the write wait until the tree
-  is idle (its first requests done) or gone.
+  is idle (its first requests done) or gone. Its page tables are sampled every 0.5 s until
+  then: the library pages a first request faults (the model's forward pass in
+  ``libtorch_cpu.so``) come after readiness, and a profile without them leaves the replayed
+  start to fault them itself, in series, after the replay has ended.
 * **Loader order from the target's page tables**: weights are read ahead by the same
   helper at the same time, so their residency says nothing about the loader; the
   ``present`` bits of the tree's mappings of weight files (:class:`TouchSampler`) do.
@@ -115,7 +118,8 @@ class ReadyWatch:
     def _pids(self) -> list[int]:
         return [self.root, *_descendants(self.root)]
 
-    def _touch(self) -> None:
+    def sample(self) -> None:
+        """Add the pages the tree's mappings show touched now (a no-op once it is gone)."""
         from headstart.profiles.pagemap import or_into, touched_pages
 
         for path, bitmap in touched_pages(self._pids(), skip=self.skip).items():
@@ -146,20 +150,22 @@ class ReadyWatch:
                 self.listened = tree_listens(self._pids())
                 self.listened_at = now
             if self.listened and now - touched_at >= 0.5:
-                self._touch()
+                self.sample()
                 touched_at = now
             if self.listened and now - changed >= self.quiet:
-                self._touch()
+                self.sample()
                 return "ready"
             if now - t0 >= self.limit:
                 return "limit"
 
 
 def wait_idle(root: int, *, busy_cores: float = 0.25, interval: float = 0.5,
-              limit: float = 30.0) -> None:
+              limit: float = 30.0, each: Callable[[], object] = lambda: None) -> None:
     """Return once the tree of ``root`` uses less than ``busy_cores`` of CPU over an
     ``interval`` (its first requests are done), exits, or ``limit`` seconds pass: the
-    residency scan then takes no CPU from the start it records."""
+    residency scan then takes no CPU from the start it records. ``each()`` runs after every
+    interval the tree was still there (e.g. :meth:`ReadyWatch.sample`: the pages a first
+    request faults come after readiness)."""
     from headstart.watch.procfs import read_stat
 
     def cpu() -> float | None:
@@ -172,6 +178,8 @@ def wait_idle(root: int, *, busy_cores: float = 0.25, interval: float = 0.5,
     while before is not None and time.monotonic() < deadline:
         time.sleep(interval)
         now = cpu()
+        if now is not None:
+            each()
         if now is None or now - before < busy_cores * interval:
             return
         before = now
@@ -273,7 +281,9 @@ def _record(target, key, identity, command, snapshot, keep_going, say, mechanism
         captured = capture(target, recorder, touches, weights=weights, t_start_ns=t_start,
                            extra_paths=scan, include_root=True, whole_weights=True,
                            touched=watch.touched,
-                           before_scan=lambda: wait_idle(target))  # stops both
+                           # capture stops both; the page tables are sampled until the
+                           # tree is idle, so what its first request faulted is kept
+                           before_scan=lambda: wait_idle(target, each=watch.sample))
     finally:
         if captured is None:
             recorder.stop()
