@@ -5,6 +5,7 @@ imports are rows, the weights are read in the cold start, the trace and the PNG 
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -16,6 +17,8 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 pytestmark = pytest.mark.slow
+
+from headstart.adapters.transformers import REQUEST_LINE  # noqa: E402
 
 
 def _free_port() -> int:
@@ -46,7 +49,11 @@ def test_explain_transformers_serve(tmp_path: Path) -> None:
     assert {"import torch", "import transformers"} <= {p["name"] for p in base["phases"]}
     for start in (base, head):
         names = {p["name"] for p in start["phases"]}
-        assert {"load model", "listening", "first request"} <= names, names
+        assert {"load model", "listening"} <= names, names
+        # transformers 5.25 logs no line per request by default: the phase is there exactly
+        # when the server's log has the line
+        log = (Path(start["run_dir"]) / "stderr.log").read_text()
+        assert ("first request" in names) == bool(re.search(REQUEST_LINE, log)), names
         assert start["class_bytes"]["weights"] > 0
         assert start["tree"]["read_bytes"] > 0
         trace = json.loads((Path(start["run_dir"]) / "trace.json").read_text())

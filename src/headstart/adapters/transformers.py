@@ -23,13 +23,17 @@ _BOOL_FLAGS = frozenset({
 })
 # Startup milestones of `transformers serve` (transformers 5.19 prints "[transformers] Loading
 # MODEL" when it loads a model given on the command line, then uvicorn's own lines; tqdm's
-# "Loading weights: ..." is not a milestone), see watch.phases.
+# "Loading weights: ..." is not a milestone), see watch.phases. A request's line: "[Request
+# received]" up to 5.24; from 5.25 "Request ID: model M, ..." only at info verbosity (by
+# default no line, and "listening" then runs to ready).
 _LOG_PHASES = (
     ("load model", r"\] Loading (?!weights)\S+"),
     ("uvicorn: server process", r"Started server process"),
     ("listening", r"Uvicorn running on"),
-    ("first request", r"\[Request received\]"),
+    ("first request", r"\[Request received\]|\] Request \S+: model "),
 )
+# a line of the server's log that marks its first request (for tests and reports)
+REQUEST_LINE = _LOG_PHASES[-1][1]
 _LEGACY_MODEL_FLAGS = ("--model-name-or-path", "--model_name_or_path")
 
 
