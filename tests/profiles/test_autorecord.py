@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from _pagecache_util import MiB, make_file, model_folder, resident
+from _pagecache_util import MiB, drop, make_file, model_folder, resident
 from _procs_util import process_table
 
 PY = sys.executable
@@ -421,7 +421,6 @@ def test_pages_a_first_request_faults_after_readiness_are_in_the_profile(tmp_pat
     """Ready comes when the tree listens and opens nothing new; the scan waits until its
     first request is done. A library page first touched in between is in the profile's
     ranges (replayed), not its tail."""
-    from _pagecache_util import drop
     from headstart.profiles.autorecord import arm, record_live
     from headstart.profiles.store import load_profile
 

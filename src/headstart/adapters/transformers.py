@@ -26,14 +26,13 @@ _BOOL_FLAGS = frozenset({
 # "Loading weights: ..." is not a milestone), see watch.phases. A request's line: "[Request
 # received]" up to 5.24; from 5.25 "Request ID: model M, ..." only at info verbosity (by
 # default no line, and "listening" then runs to ready).
+REQUEST_LINE = r"\[Request received\]|\] Request \S+: model "
 _LOG_PHASES = (
     ("load model", r"\] Loading (?!weights)\S+"),
     ("uvicorn: server process", r"Started server process"),
     ("listening", r"Uvicorn running on"),
-    ("first request", r"\[Request received\]|\] Request \S+: model "),
+    ("first request", REQUEST_LINE),
 )
-# a line of the server's log that marks its first request (for tests and reports)
-REQUEST_LINE = _LOG_PHASES[-1][1]
 _LEGACY_MODEL_FLAGS = ("--model-name-or-path", "--model_name_or_path")
 
 
