@@ -213,7 +213,10 @@ def run_prefetch_options() -> dict[str, object]:
 # itself while it imported, so a cap only left the disk idle. Side by side, 3-4 cold runs
 # each, the 100 MB/s cap that was the default against none: 300 MB/s 9.95 against 9.24 s
 # and 10.14 against 9.23 s (two benches), 150 MB/s 17.23 / 17.22 s, 1 GB/s 6.99 / 6.89 s,
-# unthrottled 6.85 / 6.84 s (benchmarks/design_measurements.md).
+# unthrottled 6.85 / 6.84 s (benchmarks/design_measurements.md). Not a rule for every
+# profile: on a ``headstart record`` profile that left the target 89 MB of its own reads
+# the cap was 1.0 s faster, on another auto-recorded one 0.7 s slower; the default follows
+# ``headstart run``'s recordings.
 REPLAY_DEFAULTS = {"window": 16 * 2**20, "early_rate": 0,
                    "early_window": 4 * 2**20, "yield": "always", "ioprio": "low",
                    "tail": "off"}
