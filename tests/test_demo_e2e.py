@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
+
+from _ports_util import free_port
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -20,18 +21,12 @@ pytest.importorskip("tokenizers")
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_reduced_demo(tmp_path):
     out = tmp_path / "out"
     env = dict(os.environ, HEADSTART_CACHE=str(tmp_path / "cache"))
     proc = subprocess.run(
         [sys.executable, "-m", "headstart", "demo", "--size", "30M", "--runs", "1",
-         "--disk-bps", "none", "--port", str(_free_port()), "--out", str(out), "--no-plot",
+         "--disk-bps", "none", "--port", str(free_port()), "--out", str(out), "--no-plot",
          "--timeout", "240"],
         env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from _ports_util import free_port
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -21,14 +22,8 @@ pytestmark = pytest.mark.slow
 from headstart.adapters.transformers import REQUEST_LINE  # noqa: E402
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_explain_transformers_serve(tmp_path: Path) -> None:
-    model, out, port = tmp_path / "model", tmp_path / "out", _free_port()
+    model, out, port = tmp_path / "model", tmp_path / "out", free_port()
     subprocess.run([sys.executable, "-m", "headstart", "demo-model", str(model), "--size",
                     "30M"], check=True, capture_output=True, timeout=300)
     url = f"http://127.0.0.1:{port}/v1/chat/completions"

@@ -23,7 +23,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -34,6 +33,7 @@ from pathlib import Path
 
 import pytest
 
+from _ports_util import free_port
 from _procs_util import process_table
 
 pytestmark = pytest.mark.slow
@@ -50,12 +50,6 @@ SERVE_FLAGS = ("--max-model-len", "512", "--enforce-eager", "--dtype", "float32"
                "--host", "127.0.0.1")
 PROMPT = [{"role": "user", "content": "Tell me about the weather."}]
 _RUN_ID = uuid.uuid4().hex[:12]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --- the vLLM venv ------------------------------------------------------------------------
@@ -315,7 +309,7 @@ def served(vllm: Vllm):
     completion, then interrupted."""
     runs = {}
     for name, head in (("baseline", []), ("headstart", ["headstart", "run", "-v", "--"])):
-        port = _free_port()
+        port = free_port()
         run = runs[name] = Run.start(vllm, f"serve-{name}",
                                      [*head, "vllm", *vllm.serve_args(port)], port)
         try:
@@ -394,7 +388,7 @@ def interrupted(vllm: Vllm, served: dict[str, Run]) -> Run:
     """``headstart run -v --no-profile -- vllm serve ... --download-dir EMPTY``, interrupted
     once vLLM's spawned worker exists (API server -> EngineCore -> Worker). ``--no-profile``:
     the helper reads the model's files and says so, where it found them."""
-    port = _free_port()
+    port = free_port()
     run = Run.start(vllm, "ctrl-c-startup",
                     ["headstart", "run", "-v", "--no-profile", "--", "vllm",
                      *vllm.serve_args(port, "--download-dir", str(vllm.download_dir))], port)
@@ -443,7 +437,7 @@ def api_only(vllm: Vllm, served: dict[str, Run]) -> dict[str, Run]:
     for name, (flags, _plan) in API_ONLY.items():
         run = runs[name] = Run.start(vllm, f"flags-{name}",
                                      ["headstart", "run", "-v", "--", "vllm",
-                                      *vllm.serve_args(_free_port(), *flags)])
+                                      *vllm.serve_args(free_port(), *flags)])
         try:
             _wait_for(lambda run=run: "headstart: adapter=" in run.output(), 60, run)
             t0 = time.monotonic()

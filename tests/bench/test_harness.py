@@ -17,6 +17,7 @@ import uuid
 
 import pytest
 
+from _ports_util import free_port
 from headstart.bench.environment import find_interpreter, python_environment
 from headstart.bench.harness import schedule
 from headstart.cli import main
@@ -76,12 +77,6 @@ def _procs_with(marker: str) -> list[int]:
     return found
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _script(tmp_path, name: str, text: str) -> str:
     path = tmp_path / name
     path.write_text(text)
@@ -115,7 +110,7 @@ def test_schedule_interleaves_and_rotates():
 
 
 def test_ready_url_every_cell_and_nothing_left(tmp_path):
-    marker, port = _marker(), _free_port()
+    marker, port = _marker(), free_port()
     srv = _script(tmp_path, "srv.py", SERVER)
     rc, results, report = _bench(
         tmp_path, "--modes", "warm", "--runs", "1", "--no-headstart-variant",
@@ -145,7 +140,7 @@ def test_ready_url_every_cell_and_nothing_left(tmp_path):
 
 
 def test_ready_request_keeps_the_answer(tmp_path):
-    marker, port = _marker(), _free_port()
+    marker, port = _marker(), free_port()
     srv = _script(tmp_path, "srv.py", SERVER)
     body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
     rc, results, report = _bench(
@@ -167,7 +162,7 @@ def test_crash_at_start_is_a_failed_run(tmp_path):
                                           "sys.exit(3)\n")
     rc, results, report = _bench(
         tmp_path, "--modes", "warm", "--no-warmup", "--runs", "1", "--no-headstart-variant",
-        "--ready-url", f"http://127.0.0.1:{_free_port()}/",
+        "--ready-url", f"http://127.0.0.1:{free_port()}/",
         "--", sys.executable, crash, marker,
     )
     assert rc == 1
@@ -185,7 +180,7 @@ def test_never_ready_times_out_and_stubborn_tree_is_killed(tmp_path):
     stub = _script(tmp_path, "stub.py", STUBBORN)
     rc, results, report = _bench(
         tmp_path, "--modes", "warm", "--no-warmup", "--runs", "1", "--no-headstart-variant",
-        "--timeout", "1", "--grace", "0.5", "--ready-url", f"http://127.0.0.1:{_free_port()}/",
+        "--timeout", "1", "--grace", "0.5", "--ready-url", f"http://127.0.0.1:{free_port()}/",
         "--", sys.executable, stub, marker,
     )
     assert rc == 1
@@ -197,7 +192,7 @@ def test_never_ready_times_out_and_stubborn_tree_is_killed(tmp_path):
 
 
 def test_port_already_taken_is_reported_and_nothing_starts(tmp_path):
-    marker, port = _marker(), _free_port()
+    marker, port = _marker(), free_port()
     srv = _script(tmp_path, "srv.py", SERVER)
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", port))
@@ -283,7 +278,7 @@ def test_ctrl_c_mid_run_tears_down_and_writes_partial_report(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "headstart", "bench", "--out", str(out), "--no-plot",
          "--modes", "warm", "--no-warmup", "--runs", "2", "--no-headstart-variant",
-         "--timeout", "120", "--grace", "1", "--ready-url", f"http://127.0.0.1:{_free_port()}/",
+         "--timeout", "120", "--grace", "1", "--ready-url", f"http://127.0.0.1:{free_port()}/",
          "--", sys.executable, stub, marker],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
     )
@@ -314,7 +309,7 @@ def test_ctrl_c_mid_run_tears_down_and_writes_partial_report(tmp_path):
 
 def test_headstart_variant_trace_and_charts(tmp_path):
     pytest.importorskip("matplotlib")
-    marker, port = _marker(), _free_port()
+    marker, port = _marker(), free_port()
     # SERVER dies on SIGTERM without atexit; with --trace the bench stops runs with SIGINT,
     # so `headstart run` still writes the trace at exit
     srv = _script(tmp_path, "srv.py", SERVER)

@@ -18,11 +18,12 @@ import time
 import pytest
 
 from _pagecache_util import MiB, drop, make_file, model_folder, resident
+from _ports_util import LISTEN
 from _procs_util import process_table
 
 PY = sys.executable
 
-SERVER = textwrap.dedent("""
+SERVER = LISTEN + textwrap.dedent("""
     import mmap, os, socket, sys, time
     lib, weights = sys.argv[1], sys.argv[2]
     time.sleep(1.0)  # a server imports for a while; files read before the recorder is up
@@ -31,9 +32,7 @@ SERVER = textwrap.dedent("""
     fd = os.open(weights, os.O_RDONLY)
     m = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
     total = sum(m[i] for i in range(0, len(m), 4096))
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    s.listen()
+    s = listen()  # on a port a server would be told to use
     print("listening", s.getsockname()[1], flush=True)
     if len(sys.argv) > 5:  # busy to the end: a new file every 0.2 s, then exit
         for i in range(int(sys.argv[5])):
@@ -316,14 +315,12 @@ def test_a_full_disk_while_writing_the_profile_leaves_nothing_behind(setup, tmp_
         subprocess.run(["umount", str(full)], check=False)
 
 
-EARLY = textwrap.dedent("""
+EARLY = LISTEN + textwrap.dedent("""
     import mmap, os, socket, sys, time
     fd = os.open(sys.argv[1], os.O_RDONLY)  # mapped before anyone records: a torch library
     m = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
     total = sum(m[i] for i in range(0, 256 * 1024, 4096))  # its first 256 KiB
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    s.listen()
+    s = listen()  # on a port a server would be told to use
     print("listening", flush=True)
     time.sleep(float(sys.argv[2]))
 """)
@@ -360,13 +357,11 @@ def test_a_library_mapped_before_the_recorder_listened_is_in_the_profile(tmp_pat
         assert profile.stats["mapped_before_recorder"] >= 1
 
 
-FIRST_LINE = textwrap.dedent("""
+FIRST_LINE = LISTEN + textwrap.dedent("""
     import socket, sys, time
     with open(sys.argv[1], "rb") as fh:  # the target's very first read, closed at once
         fh.read()
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    s.listen()
+    s = listen()  # on a port a server would be told to use
     print("listening", flush=True)
     time.sleep(30)
 """)
@@ -394,14 +389,12 @@ def test_the_targets_first_read_is_recorded(setup, tmp_path):
     assert os.path.realpath(first) in {f.path for f in profile.files}
 
 
-LATE = textwrap.dedent("""
+LATE = LISTEN + textwrap.dedent("""
     import mmap, os, socket, sys, time
     fd = os.open(sys.argv[1], os.O_RDONLY)
     m = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
     m[0]  # a page of the library touched while it starts
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    s.listen()
+    s = listen()  # on a port a server would be told to use
     print("listening", flush=True)
 
     def spin(seconds):  # busy: a first request being served
@@ -448,3 +441,54 @@ def test_pages_a_first_request_faults_after_readiness_are_in_the_profile(tmp_pat
     assert any(o <= page < o + n for o, n in replayed), replayed
     assert any(o == 0 for o, _n in replayed)  # the start's own touch as well
     assert sum(n for _o, n in replayed) < 4 * MiB  # touched pages, not the whole file
+
+
+INTERNAL_FIRST = LISTEN + textwrap.dedent("""
+    import os, socket, sys, time
+    marks = sys.argv[1]
+    internal = socket.socket()  # a worker's RPC socket: bound as port 0, listening early
+    internal.bind(("127.0.0.1", 0))
+    internal.listen()
+    open(os.path.join(marks, "internal"), "w").close()
+    time.sleep(float(sys.argv[2]))  # loading a shard: no new file for a while
+    open(os.path.join(marks, "shard-2"), "w").close()
+    if sys.argv[3] == "serve":
+        s = listen()
+        open(os.path.join(marks, "served"), "w").close()
+    time.sleep(60)
+""")
+
+
+def _watch(tmp_path, pause: float, mode: str, **kw) -> tuple[str, set[str]]:
+    """ReadyWatch on a real server script; what it returned and which marks existed then."""
+    from headstart.profiles.autorecord import ReadyWatch
+
+    script, marks = tmp_path / "internal.py", tmp_path / "marks"
+    script.write_text(INTERNAL_FIRST)
+    marks.mkdir()
+    proc = subprocess.Popen([PY, str(script), str(marks), str(pause), mode])
+    try:
+        watch = ReadyWatch(proc.pid, lambda: len(os.listdir(marks)), limit=60, **kw)
+        why = watch.wait()
+        return why, set(os.listdir(marks))
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_port_bound_as_0_is_not_the_served_one(tmp_path):
+    """A tree that listens early on an ephemeral port (vLLM's worker: TCPStore, gloo,
+    ZeroMQ) and goes quiet while it loads is not ready: it is once it listens on the port
+    it serves on and is quiet. Before, a shard that loaded for longer than the quiet period
+    ended the recording with the later shards missing."""
+    why, marks = _watch(tmp_path, 2.0, "serve", quiet=0.5, internal_quiet=30)
+    assert why == "ready"
+    assert {"internal", "shard-2", "served"} <= marks
+
+
+def test_a_tree_with_only_internal_ports_is_ready_after_the_longer_quiet(tmp_path):
+    """A server that serves on an ephemeral port only still ends its recording, after
+    ``internal_quiet`` seconds with no new file (not the short ``quiet``)."""
+    why, marks = _watch(tmp_path, 1.5, "internal", quiet=0.3, internal_quiet=3.0)
+    assert why == "ready"
+    assert marks == {"internal", "shard-2"}  # not ready within the 1.5 s pause

@@ -55,3 +55,23 @@ def test_no_socket_and_gone_processes() -> None:
         s.bind(("127.0.0.1", 0))
         s.listen()
         assert tree_listens([os.getpid()])
+
+
+def test_listening_ports_and_which_are_service_ports() -> None:
+    """The ports a tree listens on, and which of them a server was told to use: one bound
+    as 0 comes from the kernel's ephemeral range and is not a service port."""
+    from _ports_util import free_port
+    from headstart.watch.sockets import ephemeral_ports, service_ports, tree_listening_ports
+
+    with socket.socket() as internal, socket.socket() as served:
+        internal.bind(("127.0.0.1", 0))
+        internal.listen()
+        port = free_port()
+        served.bind(("127.0.0.1", port))
+        assert tree_listening_ports([os.getpid()]) >= {internal.getsockname()[1]}
+        assert port not in tree_listening_ports([os.getpid()])  # bound, not listening
+        served.listen()
+        ports = tree_listening_ports([os.getpid()])
+        assert {internal.getsockname()[1], port} <= ports
+        assert internal.getsockname()[1] in ephemeral_ports()
+        assert service_ports([internal.getsockname()[1], port]) == {port}

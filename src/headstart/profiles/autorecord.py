@@ -8,7 +8,12 @@ started before the target's first import (or the helper of an exec'd target). Ru
   the profile into headstart's own cache, atomically. It never evicts anything.
 * **Ready, detected from outside**: the target's tree holds a listening TCP socket and
   has opened no new file for ``QUIET`` seconds (reads are not waited for: a first request
-  may read weights for a long time), or it exits after it listened (a benchmark stops a
+  may read weights for a long time), or it exits after it listened. A socket on a port of
+  the kernel's ephemeral range (bound as port 0) is a server's internal channel, not the
+  port it serves on: vLLM's worker holds a dozen (TCPStore, gloo, ZeroMQ) before it loads
+  the weights, and a shard that took over ``QUIET`` seconds to load ended such a
+  recording with one of four shards in it. With only those, ready needs ``INTERNAL_QUIET``
+  seconds with no new file (a benchmark stops a
   server right after its first answer; what it read is still in the page cache, and the
   pages its mappings touched were sampled while it listened). A target that exits before
   it ever listens, or does not get there within ``LIMIT`` seconds, leaves no profile.
@@ -40,10 +45,11 @@ from collections.abc import Callable, Collection
 
 from headstart.profiles.weights import WeightSampler
 
-__all__ = ["LIMIT", "QUIET", "Armed", "ReadyWatch", "TouchSampler", "arm", "record_live",
-           "wait_idle"]
+__all__ = ["INTERNAL_QUIET", "LIMIT", "QUIET", "Armed", "ReadyWatch", "TouchSampler", "arm",
+           "record_live", "wait_idle"]
 
 QUIET = 1.0
+INTERNAL_QUIET = 10.0
 LIMIT = 600.0
 
 
@@ -103,17 +109,19 @@ class ReadyWatch:
     not needed (weights recorded whole), left out of every page-table read."""
 
     def __init__(self, root: int, opened: Callable[[], int], *, quiet: float = QUIET,
-                 limit: float = LIMIT, interval: float = 0.25,
-                 skip: Collection[str] = ()) -> None:
+                 internal_quiet: float = INTERNAL_QUIET, limit: float = LIMIT,
+                 interval: float = 0.25, skip: Collection[str] = ()) -> None:
         self.root = root
         self.skip = skip
         self.opened = opened
         self.quiet = quiet
+        self.internal_quiet = internal_quiet
         self.limit = limit
         self.interval = interval
         self.touched: dict[str, bytearray] = {}
-        self.listened = False
+        self.listened = False  # on a service port (outside the ephemeral range)
         self.listened_at = 0.0
+        self.internal_at: float | None = None  # first seen listening on any port
 
     def _pids(self) -> list[int]:
         return [self.root, *_descendants(self.root)]
@@ -130,7 +138,7 @@ class ReadyWatch:
         that, ``ready`` all the same: what it read is still in the page cache); ``limit``;
         ``cancelled``."""
         from headstart.watch.procfs import read_stat
-        from headstart.watch.sockets import tree_listens
+        from headstart.watch.sockets import service_ports, tree_listening_ports
 
         t0 = time.monotonic()
         last, changed, touched_at = self.opened(), t0, 0.0
@@ -139,7 +147,9 @@ class ReadyWatch:
             now = time.monotonic()
             st = read_stat(self.root)
             if st is None or st.state in ("Z", "X"):
-                served = self.listened and now - self.listened_at >= self.quiet
+                served = ((self.listened and now - self.listened_at >= self.quiet)
+                          or (self.internal_at is not None
+                              and now - self.internal_at >= self.internal_quiet))
                 return "ready" if served else "exited"
             if not keep_going():
                 return "cancelled"
@@ -147,12 +157,16 @@ class ReadyWatch:
             if state != last:
                 last, changed = state, now
             if not self.listened:
-                self.listened = tree_listens(self._pids())
+                ports = tree_listening_ports(self._pids())
+                self.listened = bool(service_ports(ports))
                 self.listened_at = now
-            if self.listened and now - touched_at >= 0.5:
+                if ports and self.internal_at is None:
+                    self.internal_at = now
+            if self.internal_at is not None and now - touched_at >= 0.5:
                 self.sample()
                 touched_at = now
-            if self.listened and now - changed >= self.quiet:
+            if now - changed >= (self.quiet if self.listened else self.internal_quiet) \
+                    and self.internal_at is not None:
                 self.sample()
                 return "ready"
             if now - t0 >= self.limit:
