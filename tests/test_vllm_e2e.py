@@ -306,7 +306,8 @@ def test_bad_argument_same_status(vllm: Vllm, case: str) -> None:
 def served(vllm: Vllm):
     """A baseline server, then one under ``headstart run -v`` (one after the other: side by
     side on 2 cores each took about 115 s instead of 45 s), each answering one greedy
-    completion, then interrupted."""
+    completion, then interrupted (headstart's once it said what it recorded: a Ctrl-C
+    within a poll of the listen() leaves the recording nothing to see it by)."""
     runs = {}
     for name, head in (("baseline", []), ("headstart", ["headstart", "run", "-v", "--"])):
         port = free_port()
@@ -314,6 +315,9 @@ def served(vllm: Vllm):
                                      [*head, "vllm", *vllm.serve_args(port)], port)
         try:
             run.wait_ready(REPO_ID)
+            if head:
+                _wait_for(lambda r=run: "startup profile" in r.output()
+                          or "no profile recorded" in r.output(), 120, run)
         finally:
             run.interrupt()
     return runs

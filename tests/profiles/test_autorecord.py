@@ -32,6 +32,9 @@ SERVER = LISTEN + textwrap.dedent("""
     fd = os.open(weights, os.O_RDONLY)
     m = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
     total = sum(m[i] for i in range(0, len(m), 4096))
+    if sys.argv[3:4] == ["never"]:  # fails before it serves
+        print("failed", flush=True)
+        sys.exit(int(sys.argv[4]))
     s = listen()  # on a port a server would be told to use
     print("listening", s.getsockname()[1], flush=True)
     if len(sys.argv) > 5:  # busy to the end: a new file every 0.2 s, then exit
@@ -140,12 +143,23 @@ def test_a_start_without_a_profile_records_one(setup):
 
 
 def test_a_target_that_exits_before_it_is_ready_leaves_no_profile(setup):
-    proc = _start(setup, "0", "3")  # exits with status 3 before it listens long enough
-    out, _err = proc.communicate(timeout=60)
+    proc = _start(setup, "never", "3")  # exits with status 3 before it listens
+    out, err = proc.communicate(timeout=60)
     assert proc.returncode == 3
-    assert out.startswith("listening")
+    assert out.startswith("failed")
     _wait_helpers_gone(setup["cache"])  # it noticed the exit and wrote nothing
     assert _profiles(setup["cache"]) == []
+    assert "no profile recorded: the target exited before it was ready" in err
+
+
+def test_a_target_stopped_as_soon_as_it_listens_is_recorded(setup):
+    """Listening on its port is the end of a start, however soon the target is stopped
+    after it (a small model's first answer, then Ctrl-C, within one poll): exits 0 after
+    0.3 s, before the 1 s quiet."""
+    proc = _start(setup, "0.3", "0")
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and out.startswith("listening")
+    assert _wait_for_profile(setup["cache"], timeout=15) is not None, err
 
 
 def test_a_target_stopped_after_it_served_is_recorded_all_the_same(setup):

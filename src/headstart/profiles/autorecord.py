@@ -8,15 +8,16 @@ started before the target's first import (or the helper of an exec'd target). Ru
   the profile into headstart's own cache, atomically. It never evicts anything.
 * **Ready, detected from outside**: the target's tree holds a listening TCP socket and
   has opened no new file for ``QUIET`` seconds (reads are not waited for: a first request
-  may read weights for a long time), or it exits after it listened. A socket on a port of
-  the kernel's ephemeral range (bound as port 0) is a server's internal channel, not the
-  port it serves on: vLLM's worker holds a dozen (TCPStore, gloo, ZeroMQ) before it loads
-  the weights, and a shard that took over ``QUIET`` seconds to load ended such a
+  may read weights for a long time), or it exits after it listened, however soon (a
+  benchmark stops a server right after its first answer; what it read is still in the page
+  cache, and the pages its mappings touched were sampled while it listened). A socket on a
+  port of the kernel's ephemeral range (bound as port 0) is a server's internal channel,
+  not the port it serves on: vLLM's worker holds a dozen (TCPStore, gloo, ZeroMQ) before it
+  loads the weights, and a shard that took over ``QUIET`` seconds to load ended such a
   recording with one of four shards in it. With only those, ready needs ``INTERNAL_QUIET``
-  seconds with no new file (a benchmark stops a
-  server right after its first answer; what it read is still in the page cache, and the
-  pages its mappings touched were sampled while it listened). A target that exits before
-  it ever listens, or does not get there within ``LIMIT`` seconds, leaves no profile.
+  seconds with no new file, or an exit that long after the first of them. A target that
+  exits before it ever listens, or does not get there within ``LIMIT`` seconds, leaves no
+  profile.
 * **No CPU taken from the start**: the residency scan and the write wait until the tree
   is idle (its first requests done) or gone. Its page tables are sampled every 0.5 s until
   then: the library pages a first request faults (the model's forward pass in
@@ -120,7 +121,6 @@ class ReadyWatch:
         self.interval = interval
         self.touched: dict[str, bytearray] = {}
         self.listened = False  # on a service port (outside the ephemeral range)
-        self.listened_at = 0.0
         self.internal_at: float | None = None  # first seen listening on any port
 
     def _pids(self) -> list[int]:
@@ -134,9 +134,9 @@ class ReadyWatch:
             or_into(self.touched.setdefault(path, bytearray()), 0, bytes(bitmap))
 
     def wait(self, keep_going: Callable[[], bool] = lambda: True) -> str:
-        """``ready``; ``exited`` (before it had listened for ``quiet`` seconds; after
-        that, ``ready`` all the same: what it read is still in the page cache); ``limit``;
-        ``cancelled``."""
+        """``ready``; ``exited`` (before it listened on a service port, or with only
+        internal ports for less than ``internal_quiet`` seconds; otherwise ``ready`` all the
+        same: what it read is still in the page cache); ``limit``; ``cancelled``."""
         from headstart.watch.procfs import read_stat
         from headstart.watch.sockets import service_ports, tree_listening_ports
 
@@ -147,9 +147,11 @@ class ReadyWatch:
             now = time.monotonic()
             st = read_stat(self.root)
             if st is None or st.state in ("Z", "X"):
-                served = ((self.listened and now - self.listened_at >= self.quiet)
-                          or (self.internal_at is not None
-                              and now - self.internal_at >= self.internal_quiet))
+                # a tree that listened on its service port got through its start,
+                # however soon it was stopped (a first answer from a small model and a
+                # Ctrl-C can come within one poll of the listen())
+                served = self.listened or (self.internal_at is not None
+                                           and now - self.internal_at >= self.internal_quiet)
                 return "ready" if served else "exited"
             if not keep_going():
                 return "cancelled"
@@ -159,7 +161,6 @@ class ReadyWatch:
             if not self.listened:
                 ports = tree_listening_ports(self._pids())
                 self.listened = bool(service_ports(ports))
-                self.listened_at = now
                 if ports and self.internal_at is None:
                     self.internal_at = now
             if self.internal_at is not None and now - touched_at >= 0.5:
