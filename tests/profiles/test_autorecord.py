@@ -464,7 +464,17 @@ INTERNAL_FIRST = LISTEN + textwrap.dedent("""
     internal.bind(("127.0.0.1", 0))
     internal.listen()
     open(os.path.join(marks, "internal"), "w").close()
-    time.sleep(float(sys.argv[2]))  # loading a shard: no new file for a while
+    if sys.argv[3] == "read":  # loading one large shard from a slow disk: misses, no new file
+        fd = os.open(sys.argv[4], os.O_RDONLY)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)  # no readahead: one page a read
+        end = time.monotonic() + float(sys.argv[2])
+        offset = 0
+        while time.monotonic() < end:
+            os.pread(fd, 1, offset)
+            offset += 256 * 1024
+            time.sleep(0.1)
+    else:
+        time.sleep(float(sys.argv[2]))  # loading a shard: no new file for a while
     open(os.path.join(marks, "shard-2"), "w").close()
     if sys.argv[3] == "serve":
         s = listen()
@@ -473,15 +483,22 @@ INTERNAL_FIRST = LISTEN + textwrap.dedent("""
 """)
 
 
-def _watch(tmp_path, pause: float, mode: str, **kw) -> tuple[str, set[str]]:
-    """ReadyWatch on a real server script; what it returned and which marks existed then."""
+def _watch(tmp_path, pause: float, mode: str, *args: str, **kw) -> tuple[str, set[str]]:
+    """ReadyWatch on a real server script; what it returned and which marks existed then.
+    ``reads=True``: the watch follows the script's own reads from the disk (as
+    :func:`record_live` gives it), ``kw["reads"]`` is then that TreeReads."""
     from headstart.profiles.autorecord import ReadyWatch
+    from headstart.watch.tree_io import TreeReads
 
     script, marks = tmp_path / "internal.py", tmp_path / "marks"
     script.write_text(INTERNAL_FIRST)
     marks.mkdir()
-    proc = subprocess.Popen([PY, str(script), str(marks), str(pause), mode])
+    proc = subprocess.Popen([PY, str(script), str(marks), str(pause), mode, *args])
     try:
+        if kw.get("reads") is True:
+            tree = kw["reads"] = TreeReads(proc.pid)
+            tree.start()
+            kw["reads"] = tree.total
         watch = ReadyWatch(proc.pid, lambda: len(os.listdir(marks)), limit=60, **kw)
         why = watch.wait()
         return why, set(os.listdir(marks))
@@ -506,3 +523,17 @@ def test_a_tree_with_only_internal_ports_is_ready_after_the_longer_quiet(tmp_pat
     why, marks = _watch(tmp_path, 1.5, "internal", quiet=0.3, internal_quiet=3.0)
     assert why == "ready"
     assert marks == {"internal", "shard-2"}  # not ready within the 1.5 s pause
+
+
+def test_a_tree_still_reading_its_shard_is_not_ready_on_internal_ports(tmp_path):
+    """Internal ports only and no new file for longer than ``internal_quiet``, but the tree
+    reads from the disk all the while (one large shard from a slow disk): not ready until
+    those reads stop. Without the reads, ready 1 s into the 3 s of loading."""
+    shard = make_file(tmp_path / "shard.safetensors", 16 * MiB)
+    drop(shard)
+    assert resident(shard) == 0
+    why, marks = _watch(tmp_path, 3.0, "read", str(shard), quiet=0.3, internal_quiet=1.0,
+                        reads=True)
+    assert why == "ready"
+    assert marks == {"internal", "shard-2"}  # it waited for the loading to end
+    assert resident(shard) >= 10 * 4096  # the script did read the shard from the disk

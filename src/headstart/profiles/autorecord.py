@@ -15,7 +15,9 @@ started before the target's first import (or the helper of an exec'd target). Ru
   not the port it serves on: vLLM's worker holds a dozen (TCPStore, gloo, ZeroMQ) before it
   loads the weights, and a shard that took over ``QUIET`` seconds to load ended such a
   recording with one of four shards in it. With only those, ready needs ``INTERNAL_QUIET``
-  seconds with no new file, or an exit that long after the first of them. A target that
+  seconds with no new file and no read of the tree's own from the disk (one large shard
+  at a slow disk's speed opens nothing new for longer than that), or an exit that long
+  after the first of them. A target that
   exits before it ever listens, or does not get there within ``LIMIT`` seconds, leaves no
   profile.
 * **No CPU taken from the start**: the residency scan and the write wait until the tree
@@ -111,10 +113,12 @@ class ReadyWatch:
 
     def __init__(self, root: int, opened: Callable[[], int], *, quiet: float = QUIET,
                  internal_quiet: float = INTERNAL_QUIET, limit: float = LIMIT,
-                 interval: float = 0.25, skip: Collection[str] = ()) -> None:
+                 interval: float = 0.25, skip: Collection[str] = (),
+                 reads: Callable[[], int] | None = None) -> None:
         self.root = root
         self.skip = skip
         self.opened = opened
+        self.reads = reads  # bytes the tree fetched from storage itself, so far
         self.quiet = quiet
         self.internal_quiet = internal_quiet
         self.limit = limit
@@ -142,6 +146,7 @@ class ReadyWatch:
 
         t0 = time.monotonic()
         last, changed, touched_at = self.opened(), t0, 0.0
+        read, read_at = (self.reads() if self.reads else 0), t0
         while True:
             time.sleep(self.interval)
             now = time.monotonic()
@@ -158,6 +163,12 @@ class ReadyWatch:
             state = self.opened()
             if state != last:
                 last, changed = state, now
+            if self.reads is not None and not self.listened:
+                # not serving yet: a tree still reading from the disk is still loading
+                # (one large shard at a slow disk's speed opens no file for a long time)
+                now_read = self.reads()
+                if now_read != read:
+                    read, read_at = now_read, now
             if not self.listened:
                 ports = tree_listening_ports(self._pids())
                 self.listened = bool(service_ports(ports))
@@ -166,7 +177,8 @@ class ReadyWatch:
             if self.internal_at is not None and now - touched_at >= 0.5:
                 self.sample()
                 touched_at = now
-            if now - changed >= (self.quiet if self.listened else self.internal_quiet) \
+            quiet_since = changed if self.listened else max(changed, read_at)
+            if now - quiet_since >= (self.quiet if self.listened else self.internal_quiet) \
                     and self.internal_at is not None:
                 self.sample()
                 return "ready"
@@ -272,6 +284,7 @@ def _record(target, key, identity, command, snapshot, keep_going, say, mechanism
     from headstart.profiles.capture import build_profile, capture
     from headstart.profiles.recorders import tree_pids
     from headstart.profiles.store import dist_names, save_profile
+    from headstart.watch.tree_io import TreeReads
 
     armed = armed or arm(target, mechanism)
     recorder, t_start, t0 = armed.recorder, armed.t_start_ns, armed.t0
@@ -282,8 +295,10 @@ def _record(target, key, identity, command, snapshot, keep_going, say, mechanism
     touches = TouchSampler(lambda: tree_pids(target, True), weights)
     touches.start()
     captured = None
+    own = TreeReads(target, exclude=(os.getpid(),))  # this helper reads ahead in the tree
+    own.start()
     watch = ReadyWatch(target, lambda: len(recorder.ordered()), quiet=quiet, limit=limit,
-                       skip=weights)  # recorded whole below
+                       skip=weights, reads=own.total)  # weights: recorded whole below
     try:
         why = watch.wait(keep_going)
         if why != "ready":
