@@ -316,7 +316,7 @@ def served(vllm: Vllm):
         try:
             run.wait_ready(REPO_ID)
             if head:
-                _wait_for(lambda r=run: "startup profile" in r.output()
+                _wait_for(lambda r=run: "recorded startup profile" in r.output()
                           or "no profile recorded" in r.output(), 120, run)
         finally:
             run.interrupt()
