@@ -235,6 +235,54 @@ def test_a_poor_profile_is_replaced_the_old_one_kept_until_then(setup, monkeypat
     assert "the target still read" in err  # -v says why it recorded again
 
 
+def _stop(proc: subprocess.Popen) -> str:
+    """SIGTERM the server once it listens; its stderr (the helper's -v lines included: it
+    holds the pipe until it is done)."""
+    try:
+        assert proc.stdout.readline().startswith("listening")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    return err
+
+
+def test_an_odd_recording_is_recorded_again_once_and_replayed_without_recording(setup):
+    """A profile whose recording was odd (here: it says so) is not replayed but recorded
+    again during the next start; that one is judged by its coverage only, so the start
+    after it replays; with recording off, the odd one is replayed all the same."""
+    first = _start(setup)
+    path, _err = _until_recorded(first, setup["cache"])
+    with open(path) as fh:
+        doc = json.load(fh)
+    doc["stats"]["doubt"] = "the recorder's event queue overflowed"
+    with open(path, "w") as fh:
+        json.dump(doc, fh)
+    written = os.stat(path).st_mtime
+
+    drop(setup["weights"], setup["lib"])  # a replay then reads (a warm start says nothing)
+    off = _stop(_start(setup, env=dict(setup["env"], HEADSTART_AUTO_RECORD="0")))
+    assert "profile replay" in off and "recording a startup profile" not in off, off
+    assert os.stat(path).st_mtime == written
+
+    second = _start(setup)
+    try:
+        assert second.stdout.readline().startswith("listening")
+        assert _wait_for_profile(setup["cache"], newer_than=written) == path
+    finally:
+        second.send_signal(signal.SIGTERM)
+        _, err = second.communicate(timeout=60)
+    assert ("recording a startup profile during this start (the recording was odd: the "
+            "recorder's event queue overflowed)") in err, err
+    with open(path) as fh:
+        stats = json.load(fh)["stats"]
+    assert stats["recorded_because"].startswith("the recording was odd")
+    assert stats["doubt"] is None  # this recording lost nothing
+
+    drop(setup["weights"], setup["lib"])
+    third = _stop(_start(setup))
+    assert "profile replay" in third and "recording a startup profile" not in third, third
+
+
 def test_an_unwritable_profile_folder_harms_nothing(setup, tmp_path):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")

@@ -352,3 +352,48 @@ def test_record_keeps_its_logs_only_when_no_profile_was_written(tmp_path, monkey
     [kept] = list(tmp.glob("headstart-record-*"))
     assert str(kept) in out.stderr
     assert "said" in (kept / "stdout.log").read_text()
+
+
+HOLD = """
+import mmap, sys
+maps = []
+for path in sys.argv[1:]:
+    with open(path, "rb") as fh:
+        m = mmap.mmap(fh.fileno(), 0, prot=mmap.PROT_READ)
+    sum(m[i] for i in range(0, len(m), 4096))  # every page mapped and present
+    maps.append(m)
+print("held", flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.slow
+def test_a_recording_that_was_not_cold_is_noticed(fixture):
+    """Another process maps the data file (and the decoy) through the whole recording, so
+    the eviction leaves 72 MiB resident: ``headstart record`` says it was not a cold
+    start, without -v, and the profile carries the doubt that makes the next ``headstart
+    run`` record again (tests/profiles/test_autorecord.py)."""
+    fx, script, data, decoy = fixture
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, data, decoy], text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        out = hs("record", "--until-exit", "--no-evict-env", "--evict", str(fx), "--json",
+                 "--", sys.executable, str(script), env={"MODE": "record"})
+    finally:
+        holder.communicate("", timeout=30)
+    doubt = json.loads(out.stdout)["doubt"]
+    assert doubt and "not a cold start" in doubt, out.stdout
+    assert f"headstart record: warning: {doubt}" in out.stderr
+    [(key, prof)] = list_profiles()
+    assert prof.stats["doubt"] == doubt
+    assert f"doubt       {doubt}" in hs("profiles", "show", key).stdout
+
+
+@pytest.mark.slow
+def test_a_cold_recording_has_no_doubt(fixture):
+    fx, script, _data, _decoy = fixture
+    out = hs("record", "--until-exit", "--no-evict-env", "--evict", str(fx), "--json", "--",
+             sys.executable, str(script), env={"MODE": "record"})
+    assert json.loads(out.stdout)["doubt"] is None
+    assert "warning" not in out.stderr

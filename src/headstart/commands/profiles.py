@@ -93,6 +93,13 @@ def run(args: argparse.Namespace) -> int:
               f"(read-around of mapped libraries; read only with HEADSTART_REPLAY_TAIL)")
         state = "yes" if checked.usable else f"no ({checked.reason})"
         print(f"  valid       {state}; {len(checked.stale_files)} changed file(s)")
+        recorded = prof.stats.get("recorded_by") or "headstart record"
+        print(f"  recorded    by {recorded}, ready after "
+              f"{float(prof.stats.get('ready_seconds') or 0):.2f} s"
+              + (f" ({prof.stats['recorded_because']})"
+                 if prof.stats.get("recorded_because") else ""))
+        if prof.stats.get("doubt"):
+            print(f"  doubt       {prof.stats['doubt']}")
         for path in checked.stale_files[:10]:
             print(f"    changed   {path}")
         if args.ranges:

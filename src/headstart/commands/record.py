@@ -96,6 +96,9 @@ def run(args: argparse.Namespace) -> int:
         return 1
     prof = rec.profile
     s = prof.stats
+    if s.get("doubt"):  # said with or without -v: the profile is kept, but not trusted
+        _say(f"warning: {s['doubt']}; the next `headstart run` of this command records a "
+             "new profile during its start (unless HEADSTART_AUTO_RECORD=0)")
     if args.json:
         print(json.dumps({"key": prof.key, "path": rec.path, "mechanism": prof.mechanism,
                           **s}, indent=2))

@@ -265,13 +265,15 @@ def record_live(target: int, *, key: str, identity: dict, command: list[str],
                 snapshot=None, keep_going: Callable[[], bool] = lambda: True,
                 say: Callable[[str], None] = lambda _m: None, mechanism: str = "auto",
                 quiet: float = QUIET, limit: float = LIMIT,
-                armed: Armed | None = None) -> str | None:
+                armed: Armed | None = None, because: str | None = None) -> str | None:
     """Record the start of ``target`` (a pid, already running) until it is ready; save and
     return the profile's path, or None (the reason goes to ``say``). ``armed``: the
-    recorder :func:`arm` started earlier (default: one started now). Never raises."""
+    recorder :func:`arm` started earlier (default: one started now). ``because``: why this
+    start records (kept in the profile, see :mod:`headstart.profiles.doubt`). Never
+    raises."""
     try:
         return _record(target, key, identity, command, snapshot, keep_going, say, mechanism,
-                       quiet, limit, armed)
+                       quiet, limit, armed, because)
     except Exception as exc:  # best-effort by contract: the target is not ours to harm
         say(f"recording a profile failed: {type(exc).__name__}: {exc}")
         if armed is not None:
@@ -280,8 +282,9 @@ def record_live(target: int, *, key: str, identity: dict, command: list[str],
 
 
 def _record(target, key, identity, command, snapshot, keep_going, say, mechanism, quiet,
-            limit, armed) -> str | None:
+            limit, armed, because) -> str | None:
     from headstart.profiles.capture import build_profile, capture
+    from headstart.profiles.doubt import recording_doubt
     from headstart.profiles.recorders import tree_pids
     from headstart.profiles.store import dist_names, save_profile
     from headstart.watch.tree_io import TreeReads
@@ -326,7 +329,11 @@ def _record(target, key, identity, command, snapshot, keep_going, say, mechanism
         dists=dist_names(site), ready_seconds=t_ready - t0 - quiet,
         python=sys.version.split()[0], interpreter=sys.executable)
     profile.stats["recorded_by"] = "headstart run"
+    profile.stats["recorded_because"] = because
+    profile.stats["doubt"] = doubt = recording_doubt(profile.stats)
     path = save_profile(profile)
+    if doubt:
+        say(f"the recording was odd: {doubt}")
     missed = ("" if recorder.mechanism == "fanotify" else "; without root, files read "
               "without being mapped are in path order, not first-open order")
     say(f"recorded startup profile {key}: {len(profile.files)} files, "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from headstart.models.resolve import resolve_model
 from headstart.pagecache.engine import Prefetch, prefetch
@@ -112,14 +113,15 @@ def replay_profile(key: str, refs: list[tuple[str, str | None]], *, cache_dir: s
                    on_error: Callable[[str, BaseException], object] | None = None,
                    imports_done: Callable[[float], bool] | None = None,
                    target: int | None = None,
-                   on_coverage: Callable[[object], object] | None = None) -> bool:
+                   on_coverage: Callable[[object], object] | None = None,
+                   profile: Any = None) -> bool:
     """Replay the startup profile ``key`` when it exists and is still valid.
 
     ``imports_done``: see :func:`headstart.profiles.replay.replay`. ``target``: the pid
     of the target, not this process: the replay stands back while the target's tree reads
     from the disk itself, and afterwards measures the profile's coverage
     (:mod:`headstart.profiles.coverage`), which goes to ``on_coverage``, the trace and the
-    profile's sidecar.
+    profile's sidecar. ``profile``: the profile ``key`` when the caller already loaded it.
 
     The first ref (the target's model) is resolved first, so a profile recorded for another
     snapshot is refused. Returns True when the profile was used (or another process on this
@@ -130,7 +132,8 @@ def replay_profile(key: str, refs: list[tuple[str, str | None]], *, cache_dir: s
 
     try:
         with tracer.span("profile lookup", cat="prefetch", key=key) as info:
-            profile = load_profile(key)
+            if profile is None or profile.key != key:  # else: loaded by the caller
+                profile = load_profile(key)
             info["found"] = profile is not None
             if profile is None:
                 return False

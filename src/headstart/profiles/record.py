@@ -162,15 +162,24 @@ def _target(cmd: list[str], model: str | None, revision: str | None, cache_dir: 
     return t
 
 
-def _evict(roots: list[str], notes: list[str]) -> None:
+def _evict(roots: list[str], notes: list[str]) -> int:
+    """Evict ``roots``; the bytes that stayed resident (the largest such file and why, in
+    ``notes``)."""
     from headstart.pagecache.evict import evict
 
     eviction = evict(roots) if roots else None
-    if eviction is not None:
-        total = sum(f.size for f in eviction.files if f.error is None)
-        left = sum(f.after for f in eviction.files if f.error is None)
-        notes.append(f"evicted {len(eviction.files)} files, {left} of {total} bytes stayed "
-                     "resident")
+    if eviction is None:
+        return 0
+    ok = [f for f in eviction.files if f.error is None]
+    total = sum(f.size for f in ok)
+    left = sum(f.after for f in ok)
+    notes.append(f"evicted {len(eviction.files)} files, {left} of {total} bytes stayed "
+                 "resident")
+    worst = max(ok, key=lambda f: f.after, default=None)
+    if worst is not None and worst.after:
+        notes.append(f"most of it: {worst.path}, {worst.after} bytes"
+                     + (f" ({'; '.join(worst.reasons)})" if worst.reasons else ""))
+    return left
 
 
 def record_startup(
@@ -207,7 +216,7 @@ def record_startup(
 
     notes: list[str] = []
     target = _target(cmd, model, revision, cache_dir, hub, extra_evict, evict_env, notes)
-    _evict(target.evict_roots, notes)
+    stayed = _evict(target.evict_roots, notes)
     recorder = make_recorder(mechanism, target.mark_paths())
     if recorder.mechanism == "maps":
         notes.append("no fanotify (needs root): file order from /proc/PID/maps sampling, "
@@ -237,12 +246,13 @@ def record_startup(
             sampler.stop()
     if not result.ok:
         return RecordResult(None, result, notes=[*notes, f"not ready: {result.reason}"])
-    return _finish(captured[0], target, cmd, result, save, notes)
+    return _finish(captured[0], target, cmd, result, save, notes, stayed)
 
 
 def _finish(captured: Captured, target: _Target, cmd: list[str], result, save: bool,
-            notes: list[str]) -> RecordResult:
+            notes: list[str], stayed: int = 0) -> RecordResult:
     from headstart.profiles.capture import build_profile
+    from headstart.profiles.doubt import recording_doubt
 
     snap = target.snapshot
     profile = build_profile(
@@ -252,6 +262,7 @@ def _finish(captured: Captured, target: _Target, cmd: list[str], result, save: b
         dists=dist_names(target.site_dirs), ready_seconds=result.seconds or 0.0,
         evicted_roots=target.evict_roots,
         python=target.pyenv.version if target.pyenv else None, interpreter=target.interp)
+    profile.stats["doubt"] = recording_doubt(profile.stats, stayed_resident=stayed)
     path = None
     if save:
         from headstart.profiles.store import save_profile

@@ -87,7 +87,7 @@ def main(argv: list[str]) -> int:
     spec = json.loads(argv[0])
     parent = int(spec["parent"])
     key = spec.get("profile")
-    why = _why_record(key) if key else None
+    why, profile = _why_record(key, bool(spec.get("record"))) if key else (None, None)
     # A start that records: listen first, at the target's priority (unless headstart run
     # already opened the group). The target imports meanwhile, and what it opens before the
     # recorder listens is lost unless still mapped at readiness (a recorder armed after this
@@ -119,7 +119,7 @@ def main(argv: list[str]) -> int:
     # the target's stderr, kept open for the helper only with -v
     say = say_on_stderr if spec.get("verbose") else (lambda _m: None)
     if key and why is None and replay_profile(
-            key, refs, imports_done=imports_done, target=parent,
+            key, refs, imports_done=imports_done, target=parent, profile=profile,
             on_coverage=lambda cov: say(cov.describe()), **where):
         return 0
     recording = None
@@ -138,15 +138,24 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def _why_record(key: str) -> str | None:
-    """Why this start records a new profile instead of replaying: none stored yet, or the
-    last replayed start found it poor (see :mod:`headstart.profiles.coverage`)."""
+def _why_record(key: str, records: bool = True):
+    """Why this start records a new profile instead of replaying (none stored yet, the
+    last replayed start found it poor, see :mod:`headstart.profiles.coverage`, or, when it
+    ``records``, its recording was odd, see :mod:`headstart.profiles.doubt`: with
+    recording off, an odd profile still beats none) or None; and the profile when it was
+    loaded to tell (the replay uses it, not read twice)."""
     from headstart.profiles.coverage import rerecord_reason
+    from headstart.profiles.doubt import distrusted
     from headstart.profiles.key import profile_file
+    from headstart.profiles.store import load_profile
 
     if not os.path.isfile(profile_file(key)):
-        return "no profile yet"
-    return rerecord_reason(key)
+        return "no profile yet", None
+    reason = rerecord_reason(key)
+    if reason or not records:
+        return reason, None
+    profile = load_profile(key)
+    return (distrusted(profile.stats) if profile is not None else None), profile
 
 
 def _arm(target: int, group: dict | None):
@@ -182,7 +191,7 @@ def _record_in_background(spec: dict, refs: list, why: str, where: dict, say, ar
                 say(f"recording without the model ({exc})")
         record_live(int(spec["parent"]), key=spec["profile"], identity=spec["identity"],
                     command=list(spec.get("command") or []), snapshot=snapshot,
-                    keep_going=where["keep_going"], say=say, armed=armed)
+                    keep_going=where["keep_going"], say=say, armed=armed, because=why)
 
     say(f"recording a startup profile during this start ({why})")
     thread = threading.Thread(target=work, name="headstart-record", daemon=True)
