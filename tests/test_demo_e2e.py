@@ -56,4 +56,7 @@ def test_reduced_demo(tmp_path):
     # the model was created in headstart's cache folder, not in the working tree,
     # and the recorded profile was stored there too
     assert any((tmp_path / "cache" / "demo").iterdir())
-    assert any((tmp_path / "cache" / "profiles").iterdir())
+    [profile] = [p for p in (tmp_path / "cache" / "profiles").glob("*.json")
+                 if not p.name.endswith(".coverage.json")]
+    # recorded the zero-configuration way: by one ordinary `headstart run` start
+    assert json.loads(profile.read_text())["stats"]["recorded_by"] == "headstart run"

@@ -1,9 +1,10 @@
 """``headstart demo``: see what headstart saves, on this machine, in one command.
 
 Creates a demo model once (random weights, Qwen2-shaped, a locally trained tokenizer; kept
-in headstart's cache folder), then runs ``headstart bench`` on the real
-``transformers serve``: baseline against ``headstart run``, cold and warm, timed from launch
-until a chat completion succeeds. As root the disk is throttled (default 300 MB/s, a network
+in headstart's cache folder), lets one ordinary cold ``headstart run`` start record the
+startup profile by itself, then runs ``headstart bench`` on the real ``transformers
+serve``: baseline against ``headstart run``, cold and warm, timed from launch until a chat
+completion succeeds. As root the disk is throttled (default 300 MB/s, a network
 volume's speed) for the server and its children; otherwise it runs unthrottled and says so.
 
 Needs the demo extra: ``pip install 'headstart[demo]'``.
@@ -119,10 +120,51 @@ def _quote(arg: str) -> str:
     return shlex.quote(arg)
 
 
+def _record_by_run(server: list[str], run_server: list[str], model: str, ready: list[str],
+                   offline: dict, disk_bps: str | None, args: argparse.Namespace,
+                   out: str) -> None:
+    """The profile as users get it: one ordinary cold ``headstart run`` start, which
+    records it by itself (``headstart record`` stays for explicit control); a
+    ``headstart bench`` of that one start, so it is cold and throttled like the runs after
+    it. Says what was recorded, or that the headstart variant reads whole files instead."""
+    import contextlib
+    import time
+
+    from headstart.commands import bench
+    from headstart.commands._readiness import command_args
+    from headstart.plan import RunOptions, build_plan
+    from headstart.profiles.key import profile_key
+    from headstart.profiles.store import load_profile, remove_profile
+
+    key = profile_key(build_plan(RunOptions(model=model), server))[0]
+    remove_profile(key)  # this demo's own recording, not an earlier one
+    _say("recording a startup profile: one cold `headstart run` start, which records it "
+         "by itself")
+    recording = command_args(bench.add_parser, ready_request=ready, model=model, runs=1,
+                             modes="cold", timeout=args.timeout,
+                             out=os.path.join(out, "recording"), disk_bps=disk_bps,
+                             no_plot=True, no_headstart_variant=True,
+                             variant=["recording=" + " ".join(run_server)], cmd=server,
+                             target_env=offline)
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):  # its report
+        bench.run(recording)
+    deadline = time.monotonic() + 30  # written once the server is idle or gone
+    while (profile := load_profile(key)) is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if profile is None:
+        _say("no profile was recorded: the headstart variant reads whole files instead "
+             f"(the recording start's output is in {os.path.join(out, 'recording')})")
+        return
+    s = profile.stats
+    _say(f"recorded {key}: {len(profile.files)} files, {profile.total_bytes / 2**30:.2f} GiB "
+         f"(weights {s.get('weight_bytes', 0) / 2**30:.2f} GiB), the start ready after "
+         f"{float(s.get('ready_seconds') or 0):.2f} s")
+
+
 def run(args: argparse.Namespace) -> int:
     import time
 
-    from headstart.commands import bench, record
+    from headstart.commands import bench
     from headstart.commands._readiness import command_args
 
     cli = _transformers_cli()
@@ -137,17 +179,13 @@ def run(args: argparse.Namespace) -> int:
     # A local folder needs no hub: without this, transformers retries the network first.
     offline = {} if "HF_HUB_OFFLINE" in os.environ else {"HF_HUB_OFFLINE": "1"}
     variants = []
+    out = args.out or os.path.join("bench-out", time.strftime("demo-%Y%m%d-%H%M%S"))
+    run_server = [sys.executable, "-m", "headstart", "run", "--", *map(_quote, server)]
     if not args.no_record:
-        # `headstart run` replays what a recorded cold start read, in order: record once.
-        _say("recording a startup profile (one cold start)")
-        recording = command_args(record.add_parser, ready_request=ready, model=model,
-                                 timeout=args.timeout, cmd=server, target_env=offline)
-        if int(recording.func(recording) or 0) != 0:
-            _say("recording failed: the headstart variant reads whole files instead")
+        _record_by_run(server, run_server, model, ready, offline, disk_bps, args, out)
         variants.append("headstart-no-profile=" + " ".join(
             [sys.executable, "-m", "headstart", "run", "--no-profile", "--",
              *map(_quote, server)]))
-    out = args.out or os.path.join("bench-out", time.strftime("demo-%Y%m%d-%H%M%S"))
     benching = command_args(bench.add_parser, ready_request=ready, model=model,
                             runs=args.runs, modes=args.modes, timeout=args.timeout, out=out,
                             disk_bps=disk_bps, no_plot=args.no_plot, verbose=args.verbose,
