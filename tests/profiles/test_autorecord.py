@@ -140,6 +140,9 @@ def test_a_start_without_a_profile_records_one(setup):
     roles = [profile.files[i].role for i, _o, _n in profile.ranges]
     assert roles.index("weights") > roles.index("library")
     assert profile.stats["recorded_by"] == "headstart run"
+    # from the recorder's start to its last new file before the quiet: after the server's
+    # 1 s of "imports", before the recording was written
+    assert 1.0 <= profile.stats["ready_seconds"] < 30, profile.stats
 
 
 def test_a_target_that_exits_before_it_is_ready_leaves_no_profile(setup):

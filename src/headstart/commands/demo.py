@@ -157,8 +157,19 @@ def _record_by_run(server: list[str], run_server: list[str], model: str, ready: 
         return
     s = profile.stats
     _say(f"recorded {key}: {len(profile.files)} files, {profile.total_bytes / 2**30:.2f} GiB "
-         f"(weights {s.get('weight_bytes', 0) / 2**30:.2f} GiB), the start ready after "
-         f"{float(s.get('ready_seconds') or 0):.2f} s")
+         f"(weights {s.get('weight_bytes', 0) / 2**30:.2f} GiB){_recording_times(out)}")
+
+
+def _recording_times(out: str) -> str:
+    """``; that start ready in X s, a cold baseline in Y s`` from the recording bench's
+    results (empty when they cannot be read: only a figure of the message is lost)."""
+    try:
+        with open(os.path.join(out, "recording", "results.json"), encoding="utf-8") as fh:
+            cells = {c["variant"]: c["median"] for c in json.load(fh)["summary"]}
+        return (f"; that start ready in {cells['recording']:.2f} s, a cold baseline in "
+                f"{cells['baseline']:.2f} s")
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
 
 
 def run(args: argparse.Namespace) -> int:

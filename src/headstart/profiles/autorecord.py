@@ -126,6 +126,7 @@ class ReadyWatch:
         self.touched: dict[str, bytearray] = {}
         self.listened = False  # on a service port (outside the ephemeral range)
         self.internal_at: float | None = None  # first seen listening on any port
+        self.ready_at = 0.0  # monotonic: the last activity before ready (or the exit)
 
     def _pids(self) -> list[int]:
         return [self.root, *_descendants(self.root)]
@@ -157,6 +158,7 @@ class ReadyWatch:
                 # Ctrl-C can come within one poll of the listen())
                 served = self.listened or (self.internal_at is not None
                                            and now - self.internal_at >= self.internal_quiet)
+                self.ready_at = now
                 return "ready" if served else "exited"
             if not keep_going():
                 return "cancelled"
@@ -181,6 +183,7 @@ class ReadyWatch:
             if now - quiet_since >= (self.quiet if self.listened else self.internal_quiet) \
                     and self.internal_at is not None:
                 self.sample()
+                self.ready_at = quiet_since
                 return "ready"
             if now - t0 >= self.limit:
                 return "limit"
@@ -307,7 +310,6 @@ def _record(target, key, identity, command, snapshot, keep_going, say, mechanism
         if why != "ready":
             say(f"no profile recorded: the target {why} before it was ready")
             return None
-        t_ready = time.monotonic()
         scan = []
         if recorder.mechanism == "maps":
             scan = [*roots, *(f.real_path for f in snapshot.files)] if snapshot else roots
@@ -326,7 +328,7 @@ def _record(target, key, identity, command, snapshot, keep_going, say, mechanism
         captured, key=key, identity=identity, command=command,
         snapshot={"root": snapshot.root, "commit": snapshot.commit, "source": snapshot.source}
         if snapshot else None,
-        dists=dist_names(site), ready_seconds=t_ready - t0 - quiet,
+        dists=dist_names(site), ready_seconds=watch.ready_at - t0,
         python=sys.version.split()[0], interpreter=sys.executable)
     profile.stats["recorded_by"] = "headstart run"
     profile.stats["recorded_because"] = because
