@@ -114,6 +114,19 @@ def _until_recorded(proc: subprocess.Popen, cache) -> tuple[str, str]:
     return path, err
 
 
+def _recorded_again(setup, written: float) -> tuple[subprocess.Popen, str | None, str]:
+    """Start again, wait until the profile is written anew (newer than ``written``), stop
+    the server (SIGTERM): the process, the profile's path and the server's stderr."""
+    proc = _start(setup)
+    try:
+        assert proc.stdout.readline().startswith("listening")
+        path = _wait_for_profile(setup["cache"], newer_than=written)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    return proc, path, err
+
+
 def test_a_start_without_a_profile_records_one(setup):
     from headstart.profiles.store import Profile
 
@@ -194,14 +207,8 @@ def test_a_corrupt_profile_is_recorded_again_and_the_target_runs_as_usual(setup)
         first.communicate(timeout=30)
     with open(path, "w") as fh:
         fh.write('{"format": 1, "key": tru')  # truncated
-    written = os.stat(path).st_mtime
-    second = _start(setup)
-    try:
-        assert second.stdout.readline().startswith("listening")
-        assert _wait_for_profile(setup["cache"], newer_than=written) == path
-    finally:
-        second.send_signal(signal.SIGTERM)
-        second.communicate(timeout=30)
+    second, again, _err = _recorded_again(setup, os.stat(path).st_mtime)
+    assert again == path
     assert second.returncode == -signal.SIGTERM
     from headstart.profiles.store import Profile
 
@@ -267,13 +274,8 @@ def test_an_odd_recording_is_recorded_again_once_and_replayed_without_recording(
     assert "profile replay" in off and "recording a startup profile" not in off, off
     assert os.stat(path).st_mtime == written
 
-    second = _start(setup)
-    try:
-        assert second.stdout.readline().startswith("listening")
-        assert _wait_for_profile(setup["cache"], newer_than=written) == path
-    finally:
-        second.send_signal(signal.SIGTERM)
-        _, err = second.communicate(timeout=60)
+    _second, again, err = _recorded_again(setup, written)
+    assert again == path
     assert ("recording a startup profile during this start (the recording was odd: the "
             "recorder's event queue overflowed)") in err, err
     with open(path) as fh:
