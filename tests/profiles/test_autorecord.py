@@ -101,30 +101,18 @@ def _wait_for_profile(cache, timeout: float = 30.0, newer_than: float = 0.0) -> 
     return None
 
 
-def _until_recorded(proc: subprocess.Popen, cache) -> tuple[str, str]:
-    """Wait until the server listens and its profile is written, then stop it (SIGTERM):
-    the profile's path and the server's stderr."""
+def _until_recorded(proc: subprocess.Popen, cache, newer_than: float = 0.0
+                    ) -> tuple[str, str]:
+    """Wait until the server listens and its profile is written (after ``newer_than``),
+    then stop it (SIGTERM): the profile's path and the server's stderr."""
     try:
         assert proc.stdout.readline().startswith("listening")
-        path = _wait_for_profile(cache)
+        path = _wait_for_profile(cache, newer_than=newer_than)
         assert path is not None, "no profile was recorded"
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
     return path, err
-
-
-def _recorded_again(setup, written: float) -> tuple[subprocess.Popen, str | None, str]:
-    """Start again, wait until the profile is written anew (newer than ``written``), stop
-    the server (SIGTERM): the process, the profile's path and the server's stderr."""
-    proc = _start(setup)
-    try:
-        assert proc.stdout.readline().startswith("listening")
-        path = _wait_for_profile(setup["cache"], newer_than=written)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
-    return proc, path, err
 
 
 def test_a_start_without_a_profile_records_one(setup):
@@ -207,7 +195,8 @@ def test_a_corrupt_profile_is_recorded_again_and_the_target_runs_as_usual(setup)
         first.communicate(timeout=30)
     with open(path, "w") as fh:
         fh.write('{"format": 1, "key": tru')  # truncated
-    second, again, _err = _recorded_again(setup, os.stat(path).st_mtime)
+    second = _start(setup)
+    again, _err = _until_recorded(second, setup["cache"], newer_than=os.stat(path).st_mtime)
     assert again == path
     assert second.returncode == -signal.SIGTERM
     from headstart.profiles.store import Profile
@@ -274,7 +263,7 @@ def test_an_odd_recording_is_recorded_again_once_and_replayed_without_recording(
     assert "profile replay" in off and "recording a startup profile" not in off, off
     assert os.stat(path).st_mtime == written
 
-    _second, again, err = _recorded_again(setup, written)
+    again, err = _until_recorded(_start(setup), setup["cache"], newer_than=written)
     assert again == path
     assert ("recording a startup profile during this start (the recording was odd: the "
             "recorder's event queue overflowed)") in err, err

@@ -120,9 +120,8 @@ def _quote(arg: str) -> str:
     return shlex.quote(arg)
 
 
-def _record_by_run(server: list[str], run_server: list[str], model: str, ready: list[str],
-                   offline: dict, disk_bps: str | None, args: argparse.Namespace,
-                   out: str) -> None:
+def _record_by_run(server: list[str], model: str, ready: list[str], offline: dict,
+                   disk_bps: str | None, args: argparse.Namespace, out: str) -> None:
     """The profile as users get it: one ordinary cold ``headstart run`` start, which
     records it by itself (``headstart record`` stays for explicit control); a
     ``headstart bench`` of that one start, so it is cold and throttled like the runs after
@@ -136,6 +135,7 @@ def _record_by_run(server: list[str], run_server: list[str], model: str, ready: 
     from headstart.profiles.key import profile_key
     from headstart.profiles.store import load_profile, remove_profile
 
+    run_server = [sys.executable, "-m", "headstart", "run", "--", *map(_quote, server)]
     key = profile_key(build_plan(RunOptions(model=model), server))[0]
     remove_profile(key)  # this demo's own recording, not an earlier one
     _say("recording a startup profile: one cold `headstart run` start, which records it "
@@ -191,9 +191,8 @@ def run(args: argparse.Namespace) -> int:
     offline = {} if "HF_HUB_OFFLINE" in os.environ else {"HF_HUB_OFFLINE": "1"}
     variants = []
     out = args.out or os.path.join("bench-out", time.strftime("demo-%Y%m%d-%H%M%S"))
-    run_server = [sys.executable, "-m", "headstart", "run", "--", *map(_quote, server)]
     if not args.no_record:
-        _record_by_run(server, run_server, model, ready, offline, disk_bps, args, out)
+        _record_by_run(server, model, ready, offline, disk_bps, args, out)
         variants.append("headstart-no-profile=" + " ".join(
             [sys.executable, "-m", "headstart", "run", "--no-profile", "--",
              *map(_quote, server)]))

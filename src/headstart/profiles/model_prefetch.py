@@ -132,7 +132,7 @@ def replay_profile(key: str, refs: list[tuple[str, str | None]], *, cache_dir: s
 
     try:
         with tracer.span("profile lookup", cat="prefetch", key=key) as info:
-            if profile is None or profile.key != key:  # else: loaded by the caller
+            if profile is None:  # else: the caller loaded it
                 profile = load_profile(key)
             info["found"] = profile is not None
             if profile is None:

@@ -163,23 +163,20 @@ def _target(cmd: list[str], model: str | None, revision: str | None, cache_dir: 
 
 
 def _evict(roots: list[str], notes: list[str]) -> int:
-    """Evict ``roots``; the bytes that stayed resident (the largest such file and why, in
-    ``notes``)."""
-    from headstart.pagecache.evict import evict
+    """Evict ``roots`` as a bench's cold run does; the bytes that stayed resident (how many,
+    and the largest such file and why, in ``notes``)."""
+    from headstart.bench.harness import evict_checked
 
-    eviction = evict(roots) if roots else None
-    if eviction is None:
+    if not roots:
         return 0
-    ok = [f for f in eviction.files if f.error is None]
-    total = sum(f.size for f in ok)
-    left = sum(f.after for f in ok)
-    notes.append(f"evicted {len(eviction.files)} files, {left} of {total} bytes stayed "
-                 "resident")
-    worst = max(ok, key=lambda f: f.after, default=None)
-    if worst is not None and worst.after:
-        notes.append(f"most of it: {worst.path}, {worst.after} bytes"
-                     + (f" ({'; '.join(worst.reasons)})" if worst.reasons else ""))
-    return left
+    info = evict_checked(roots)
+    notes.append(f"evicted {info['files']} files, {info['resident_bytes']} of "
+                 f"{info['total_bytes']} bytes stayed resident")
+    if info["stayed"]:
+        top = info["stayed"][0]
+        notes.append(f"most of it: {top['path']}, {top['resident_bytes']} bytes "
+                     f"({'; '.join(top['reasons'])})")
+    return info["resident_bytes"]
 
 
 def record_startup(
