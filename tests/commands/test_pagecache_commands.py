@@ -78,13 +78,16 @@ def test_status_table_and_json(model):
     header, *rows, total = table.strip().splitlines()
     assert header.split() == ["FILE", "SIZE", "RESIDENT", "PERCENT"]
     assert total.startswith("TOTAL (5 files)")
-    shard_row = next(r for r in rows if r.startswith("model-00001"))
-    assert shard_row.endswith("100.0%")
+    # A reclaim daemon (this VM's DAMON pageout: page-cache pages no process maps look idle
+    # to it) can take a few pages of the shard between prefetch and status (seen on CI, both
+    # in the table and in the JSON): allow 64 KiB of 4 MiB, far from a prefetch that failed.
+    shard_row = next(r for r in rows if r.startswith("model-00001")).split()
+    assert shard_row[1:3] == ["4.00", "MiB"] and shard_row[-2] == "MiB"
+    assert 4 * MiB - 64 * 1024 <= float(shard_row[-3]) * MiB <= 4 * MiB
+    assert float(shard_row[-1].rstrip("%")) >= 98.4
     doc = json.loads(hs("status", str(root), "--json").stdout)
     assert set(doc) == {"targets", "files", "total"}
     by_name = {f["name"]: f for f in doc["files"]}
-    # between the two status calls a reclaim daemon (this VM's DAMON pageout: page-cache
-    # pages no process maps look idle to it) took a page of the shard once on CI
     assert 4 * MiB - 64 * 1024 <= by_name["model-00001-of-00002.safetensors"]["resident"] \
         <= 4 * MiB
     assert by_name["model-00002-of-00002.safetensors"]["resident"] == 0
