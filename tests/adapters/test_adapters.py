@@ -494,3 +494,69 @@ def test_vllm_own_prefetch_is_noted_and_changes_nothing_else():
     own = detect(["vllm", "serve", "/m", "--safetensors-load-strategy", "prefetch"], {})
     assert any("safetensors-load-strategy prefetch" in n for n in own.notes)
     assert (own.model, own.loads_weights, own.zygote) == (plain.model, True, True)
+
+
+# transformers 5.25's `EngineClient.start_process` (cli/serving/model_manager.py), abridged;
+# 5.24's module of the same name loads the model in the server's own process.
+MODEL_MANAGER_SPAWN = textwrap.dedent("""
+    import multiprocessing
+    def start_process(model):
+        context = multiprocessing.get_context("spawn")
+        process = context.Process(target=print, name="model", daemon=True)
+        process.start()
+""")
+MODEL_MANAGER_IN_PROCESS = "import threading\ndef load(model):\n    return model\n"
+
+
+def _fake_transformers(root: Path, model_manager: str | None) -> Path:
+    pkg = root / "transformers"
+    (pkg / "cli" / "serving").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("raise ImportError('never imported')\n")
+    if model_manager is not None:
+        (pkg / "cli" / "serving" / "model_manager.py").write_text(model_manager)
+    return pkg
+
+
+@pytest.mark.parametrize(("source", "answer"), [
+    (MODEL_MANAGER_SPAWN, True), (MODEL_MANAGER_IN_PROCESS, False), (None, False),
+])
+def test_transformers_spawns_model_process_from_its_source(tmp_path, source, answer):
+    from headstart.adapters.transformers import spawns_model_process
+
+    _fake_transformers(tmp_path, source)
+    assert spawns_model_process([str(tmp_path / "absent"), str(tmp_path)]) is answer
+    assert "transformers" not in sys.modules or sys.modules["transformers"].__file__ != str(
+        tmp_path / "transformers" / "__init__.py")
+
+
+def test_transformers_spawn_check_unknown(tmp_path):
+    from headstart.adapters.transformers import spawns_model_process
+
+    assert spawns_model_process([str(tmp_path)]) is None  # not installed there
+    pkg = _fake_transformers(tmp_path, None)
+    (pkg / "cli" / "serving" / "model_manager.py").mkdir()  # not a regular file
+    assert spawns_model_process([str(tmp_path)]) is None
+
+
+def test_transformers_serve_zygote_follows_the_installed_version(tmp_path, monkeypatch):
+    from headstart.plan import RunOptions, build_plan
+
+    import os
+
+    argv = [os.path.join(os.path.dirname(sys.executable), "transformers"), "serve", "/models/x"]
+    facts = detect(argv, {})
+    assert facts.zygote and facts.zygote_check and "transformers.cli.transformers" in \
+        facts.zygote_preload
+    plan = build_plan(RunOptions(), argv, env={})
+    if not plan.launch.in_process:
+        pytest.skip("transformers is not installed in this interpreter")
+    for source, on in ((MODEL_MANAGER_SPAWN, True), (MODEL_MANAGER_IN_PROCESS, False)):
+        root = tmp_path / str(on)
+        _fake_transformers(root, source)
+        monkeypatch.setattr(sys, "path", [str(root), *sys.path])
+        plan = build_plan(RunOptions(), argv, env={})
+        assert plan.zygote is on, plan.zygote_reason
+        if not on:
+            assert plan.zygote_reason == "the installed transformers starts no spawned workers"
+            assert build_plan(RunOptions(zygote=True), argv, env={}).zygote  # asked for
+        monkeypatch.undo()

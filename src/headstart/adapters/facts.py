@@ -30,6 +30,9 @@ class TargetFacts(Struct):
     spawned children import beyond ``preload``; ``zygote_env`` names a function
     (``module:function``, run in the zygote before its imports) returning the variables the
     server sets before it spawns, so that the zygote imports as its children would.
+    ``zygote_check`` names a function (``module:function``, no arguments) answering whether
+    the installed target spawns such children at all (True/False/None: unknown); with it the
+    zygote is on only on a True: a zygote that nobody asks for a child only takes a core.
     ``notes`` explain the decisions (``headstart run -v`` prints them). Whether the target runs
     in-process is not a fact: :func:`headstart.procs.launch.classify` decides it.
     """
@@ -49,6 +52,7 @@ class TargetFacts(Struct):
     zygote: bool
     zygote_preload: tuple[str, ...]
     zygote_env: str | None
+    zygote_check: str | None
     notes: tuple[str, ...]
 
     FROZEN = True
@@ -68,5 +72,6 @@ class TargetFacts(Struct):
         ("zygote", False),
         ("zygote_preload", ()),
         ("zygote_env", None),
+        ("zygote_check", None),
         ("notes", ()),
     )

@@ -9,6 +9,8 @@ where chat loaded the model in-process. ``serve`` without a model loads one per 
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Mapping, Sequence
 
 from headstart.adapters._args import Args, wants_help
@@ -17,6 +19,12 @@ from headstart.adapters.facts import TargetFacts
 __all__ = ["detect_transformers"]
 
 _PRELOAD = ("torch", "transformers")
+# What the model process of `transformers serve` (5.25: `EngineClient.start_process`, spawned)
+# imports beyond _PRELOAD: spawn runs the console script's module as __mp_main__, and unpickles
+# its target from the serving package.
+_ZYGOTE_PRELOAD = ("transformers.cli.transformers", "transformers.cli.serving.model_manager")
+_MODEL_MANAGER = os.path.join("transformers", "cli", "serving", "model_manager.py")
+_MAX_SOURCE_BYTES = 1 << 20
 _BOOL_FLAGS = frozenset({
     "--continuous-batching", "--compile", "--trust-remote-code", "--cb-use-cuda-graph",
     "--enable-cors", "--non-blocking", "--trust_remote_code", "--enable_cors",
@@ -61,7 +69,33 @@ def _serve(args: Sequence[str], what: str) -> TargetFacts:
     if model is None:
         notes.append("no model: transformers serve loads models on the first request")
         return _facts(notes, preload=_PRELOAD)
-    return _facts(notes, model=_split_gguf(model, notes), loads_weights=True, preload=_PRELOAD)
+    return _facts(notes, model=_split_gguf(model, notes), loads_weights=True, preload=_PRELOAD,
+                  zygote=True, zygote_preload=_ZYGOTE_PRELOAD,
+                  zygote_check="headstart.adapters.transformers:spawns_model_process")
+
+
+def spawns_model_process(search_path: Sequence[str] | None = None) -> bool | None:
+    """Whether the installed ``transformers serve`` loads its model in a spawned process
+    (5.25: ``EngineClient.start_process`` uses ``multiprocessing.get_context("spawn")``;
+    5.24 and before load it in the server's own process). Reads the source as text, never
+    imports transformers. None when transformers is not on ``search_path`` (default
+    ``sys.path``) or its file cannot be read; False for a transformers without that module.
+    """
+    from headstart.pagecache.pathcheck import read_small_regular_file
+
+    for entry in sys.path if search_path is None else search_path:
+        package = os.path.join(entry or ".", "transformers")
+        if not os.path.isfile(os.path.join(package, "__init__.py")):
+            continue
+        try:
+            text = read_small_regular_file(os.path.join(entry or ".", _MODEL_MANAGER),
+                                           _MAX_SOURCE_BYTES).decode("utf-8", "replace")
+        except FileNotFoundError:
+            return False
+        except (OSError, ValueError):
+            return None
+        return 'get_context("spawn")' in text and ".Process(" in text
+    return None
 
 
 def _chat(args: Sequence[str], legacy: bool) -> TargetFacts:
