@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import itertools
+import os
 import random
 import subprocess
 import sys
@@ -540,8 +541,6 @@ def test_transformers_spawn_check_unknown(tmp_path):
 
 def test_transformers_serve_zygote_follows_the_installed_version(tmp_path, monkeypatch):
     from headstart.plan import RunOptions, build_plan
-
-    import os
 
     argv = [os.path.join(os.path.dirname(sys.executable), "transformers"), "serve", "/models/x"]
     facts = detect(argv, {})
