@@ -168,6 +168,8 @@ def build_plan(opts: RunOptions, argv: list[str], env: Mapping[str, str] | None 
 def _decide_zygote(plan: StartupPlan, facts, requested: bool | None) -> None:
     """Spawned children fork from a zygote: on where the adapter measured it faster, or when
     asked; never for an exec'd target, nor one that starts no spawn children."""
+    from headstart.adapters.facts import answer_check  # imported already: it made ``facts``
+
     if not plan.launch.in_process:
         plan.zygote_reason = "target is exec'd"
     elif requested is False:
@@ -178,7 +180,7 @@ def _decide_zygote(plan: StartupPlan, facts, requested: bool | None) -> None:
         plan.zygote_reason = "opt-in (--zygote) for this target: not measured"
     elif not facts.loads_weights:
         plan.zygote_reason = "this command starts no spawned workers"
-    elif facts.zygote_check and (spawns := _answer(facts.zygote_check)) is not True:
+    elif facts.zygote_check and (spawns := answer_check(facts.zygote_check)) is not True:
         plan.zygote_reason = (f"the installed {facts.adapter} starts no spawned workers"
                               if spawns is False else
                               f"cannot tell whether the installed {facts.adapter} spawns workers")
@@ -188,15 +190,3 @@ def _decide_zygote(plan: StartupPlan, facts, requested: bool | None) -> None:
         base = plan.preload or tuple(facts.preload)
         plan.zygote_preload = tuple(dict.fromkeys((*base, *facts.zygote_preload)))
         plan.zygote_env = facts.zygote_env
-
-
-def _answer(check: str) -> bool | None:
-    """What an adapter's ``module:function`` check answers; None when it fails."""
-    module, _, name = check.partition(":")
-    try:
-        from importlib import import_module
-
-        answer = getattr(import_module(module), name)()
-    except Exception:
-        return None
-    return answer if isinstance(answer, bool) else None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from headstart._struct import Struct
 from headstart.settings import HUBS
 
-__all__ = ["HUBS", "Hub", "TargetFacts"]
+__all__ = ["HUBS", "Hub", "TargetFacts", "answer_check"]
 
 # Plain names, not typing.Literal: `typing` costs milliseconds on the hot path.
 Hub = str  # one of HUBS
@@ -75,3 +75,23 @@ class TargetFacts(Struct):
         ("zygote_check", None),
         ("notes", ()),
     )
+
+
+def answer_check(check: str | None) -> bool | None:
+    """What a fact's check (``module:function``, no arguments: ``forkserver_check``,
+    ``zygote_check``) answers about the installed target; None when there is none, it
+    cannot be imported, fails or answers something else than a bool."""
+    if not check:
+        return None
+    module, _, name = check.partition(":")
+    try:
+        from importlib import import_module
+
+        answer = getattr(import_module(module), name)()
+    except Exception as exc:
+        import logging
+
+        logging.getLogger("headstart").debug("%s failed: %r", check, exc)
+        return None
+    return answer if isinstance(answer, bool) else None
+

@@ -207,18 +207,10 @@ def forkserver_environ(facts: TargetFacts, env: Mapping[str, str]) -> dict[str, 
 
 
 def _accepts_forkserver(facts: TargetFacts) -> bool | None:
-    """The answer of the adapter's ``forkserver_check`` (``module:function``); None when it
-    has none, cannot be imported or fails."""
-    if not facts.forkserver_check:
-        return None
-    module, _, name = facts.forkserver_check.partition(":")
-    try:
-        from importlib import import_module
+    """The answer of the adapter's ``forkserver_check``; None when it has none or fails."""
+    from headstart.adapters.facts import answer_check
 
-        return getattr(import_module(module), name)()  # type: ignore[no-any-return]
-    except Exception as exc:
-        log.debug("%s failed: %r", facts.forkserver_check, exc)
-        return None
+    return answer_check(facts.forkserver_check)
 
 
 def prewarm_forkserver(preload: Iterable[str] = (), *, start_method_env: str | None = None,
