@@ -5,6 +5,9 @@ weights named ``<repo>:<file>.gguf``), ``transformers/cli/chat.py`` (``chat MODE
 [BASE_URL]`` is a client of a running ``transformers serve``), docs "Serve CLI". transformers
 4.x had ``transformers-cli`` with ``serve --force-model`` and ``chat --model_name_or_path``,
 where chat loaded the model in-process. ``serve`` without a model loads one per request.
+transformers 5.25's ``serve MODEL`` loads it in a process it spawns
+(``cli/serving/model_manager.py``, ``EngineClient.start_process``) after its own imports:
+the zygote forks that process warm, where :func:`spawns_model_process` finds it.
 """
 
 from __future__ import annotations
