@@ -91,7 +91,6 @@ def answer_check(check: str | None) -> bool | None:
     except Exception as exc:
         import logging
 
-        logging.getLogger("headstart").debug("%s failed: %r", check, exc)
+        logging.getLogger(__name__).debug("%s failed: %r", check, exc)
         return None
     return answer if isinstance(answer, bool) else None
-

@@ -87,11 +87,11 @@ def spawns_model_process(search_path: Sequence[str] | None = None) -> bool | Non
     from headstart.pagecache.pathcheck import read_small_regular_file
 
     for entry in sys.path if search_path is None else search_path:
-        package = os.path.join(entry or ".", "transformers")
-        if not os.path.isfile(os.path.join(package, "__init__.py")):
+        root = entry or "."  # sys.path's "" is the working directory
+        if not os.path.isfile(os.path.join(root, "transformers", "__init__.py")):
             continue
         try:
-            text = read_small_regular_file(os.path.join(entry or ".", _MODEL_MANAGER),
+            text = read_small_regular_file(os.path.join(root, _MODEL_MANAGER),
                                            _MAX_SOURCE_BYTES).decode("utf-8", "replace")
         except FileNotFoundError:
             return False
