@@ -179,3 +179,20 @@ def test_replays_are_uncapped_unless_asked(monkeypatch):
     monkeypatch.setenv("HEADSTART_REPLAY_EARLY_WINDOW", "2MiB")
     for opts in (replay_options(), replay_options(whole_files=True)):
         assert (opts["early_rate"], opts["early_window"]) == (50 * 10**6, 2 * 2**20)
+
+
+def test_replay_lead_cpu_and_touch(monkeypatch):
+    from headstart.settings import replay_options
+
+    monkeypatch.delenv("HEADSTART_REPLAY_LEAD_CPU", raising=False)
+    monkeypatch.delenv("HEADSTART_REPLAY_TOUCH", raising=False)
+    opts = replay_options()
+    assert opts["lead_cpu"] == "target" and opts["touch"] is False
+    monkeypatch.setenv("HEADSTART_REPLAY_LEAD_CPU", "low")
+    monkeypatch.setenv("HEADSTART_REPLAY_TOUCH", "1")
+    opts = replay_options()
+    assert opts["lead_cpu"] == "low" and opts["touch"] is True
+    monkeypatch.setenv("HEADSTART_REPLAY_LEAD_CPU", "highest")  # unknown: the default
+    monkeypatch.setenv("HEADSTART_REPLAY_TOUCH", "maybe")
+    opts = replay_options()
+    assert opts["lead_cpu"] == "target" and opts["touch"] is False

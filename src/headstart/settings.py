@@ -31,6 +31,11 @@ processes see changes.
 ``HEADSTART_REPLAY_YIELD``  when the replay stands back while the target reads: ``always``,
                            ``imports`` (only while it imports), ``never`` (or false)
 ``HEADSTART_REPLAY_IOPRIO``  I/O class of the replay helper: ``idle`` | ``low`` | ``none``
+``HEADSTART_REPLAY_LEAD_CPU``  the helper's CPU priority while it asks for a profile's
+                           libraries: ``target`` (the target's, then nice 10) | ``low``
+                           (nice 10 throughout)
+``HEADSTART_REPLAY_TOUCH``  true: the helper reads each replayed weight page once more, so a
+                           hypervisor maps it before the target's first access (off)
 ``HEADSTART_REPLAY_TAIL``  where the profile's tail is read: ``inline`` | ``before`` | ``after``
                            (the weights) | ``off``
 ``HEADSTART_AUTO_RECORD``  false: a start with no profile does not record one
@@ -219,7 +224,7 @@ def run_prefetch_options() -> dict[str, object]:
 # ``headstart run``'s recordings.
 REPLAY_DEFAULTS = {"window": 16 * 2**20, "early_rate": 0,
                    "early_window": 4 * 2**20, "yield": "always", "ioprio": "low",
-                   "tail": "off"}
+                   "tail": "off", "lead_cpu": "target", "touch": False}
 # Without a profile (the first start: the model's whole files, no libraries in the stream)
 # the cap only delays the weights: the target's library reads are its own, and standing
 # back while it reads protects them. At 300 MB/s, 3 runs each, side by side: uncapped 0.80x
@@ -239,12 +244,21 @@ YIELD_CHOICES = ("always", "imports", "never")
 # faster than leaving it out, and it is 200-270 MB more to read
 # (benchmarks/design_measurements.md).
 TAIL_CHOICES = ("inline", "before", "after", "off")
+# The helper's CPU priority while it asks for a profile's libraries (the lead: thousands of
+# small files, ~0.3 CPU s for 220 MB here): the target's (``target``), nice 10 once they are
+# all asked for; or nice 10 from the start (``low``). At nice 10 beside a target and its
+# zygote importing on both cores, the helper got so little CPU that the disk idled for about
+# a second between the libraries and the weights: side by side at 300 MB/s, 5 cold runs
+# each, the replay ended after 7.75-7.83 s (the disk's 2.34 GB / 300 MB/s) against 8.2-9.8 s,
+# and the start took 9.73 / 9.87 / 12.65 s against 10.42 / 10.99 / 12.08 s
+# (benchmarks/design_measurements.md).
+LEAD_CPU_CHOICES = ("target", "low")
 
 
 def replay_options(whole_files: bool = False) -> dict[str, object]:
     """How a startup profile is replayed: ``{"method": "readahead" | "engine", "window":
     bytes, "early_rate": bytes/s, "early_window": bytes, "yield": str, "ioprio": str,
-    "tail": str}``
+    "tail": str, "lead_cpu": str, "touch": bool}``
     (see :mod:`headstart.pagecache.readahead`). ``whole_files``: for a helper's read of a
     model's whole files (no profile): ``early_rate`` and ``early_window`` are
     ``WHOLE_FILE_EARLY_RATE`` and ``WHOLE_FILE_EARLY_WINDOW`` unless the variables say
@@ -272,6 +286,10 @@ def replay_options(whole_files: bool = False) -> dict[str, object]:
     tail = env_str("HEADSTART_REPLAY_TAIL")
     if tail in TAIL_CHOICES:
         opts["tail"] = tail
+    lead_cpu = env_str("HEADSTART_REPLAY_LEAD_CPU")
+    if lead_cpu in LEAD_CPU_CHOICES:
+        opts["lead_cpu"] = lead_cpu
+    opts["touch"] = bool(env_bool("HEADSTART_REPLAY_TOUCH", bool(REPLAY_DEFAULTS["touch"])))
     return opts
 
 

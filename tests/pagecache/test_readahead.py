@@ -126,3 +126,29 @@ def test_the_early_window_holds_back_weights_only(files):
     device_chunk = syscalls.readahead_window(os.stat(a).st_dev, 128 * 1024)
     weight_chunks = 2 * MiB // max(4096, min(device_chunk, MiB))
     assert calls == [0.0] * weight_chunks
+
+
+def test_touch_reads_again_the_ranges_from_slow_from_only(files):
+    a, b, small = files
+    st = readahead([Range(small, 0, None), Range(b, 0, None), Range(a, 0, 8 * MiB)],
+                   slow_from=1, touch=True)
+    assert st.bytes_read == 20_000 + 4 * MiB + 8 * MiB
+    assert st.bytes_touched == 4 * MiB + 8 * MiB  # the lead (the libraries) is not touched
+
+
+def test_after_lead_is_called_once_every_lead_range_was_asked_for(files):
+    a, b, small = files
+    seen: list[tuple[int, int]] = []
+    st = None
+
+    def after_lead() -> None:
+        seen.append((st.bytes_planned, resident(a)))
+
+    from headstart.pagecache.engine import PrefetchStats
+
+    st = PrefetchStats()
+    readahead([Range(small, 0, None), Range(b, 0, None), Range(a, 0, None)], slow_from=2,
+              stats=st, after_lead=after_lead)
+    # asked for: the two lead files, not a page of the weights yet
+    assert seen == [(20_000 + 4 * MiB, 0)]
+    assert resident(a) == 32 * MiB

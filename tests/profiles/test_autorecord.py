@@ -296,6 +296,49 @@ def test_auto_record_off(setup):
     assert _profiles(setup["cache"]) == []
 
 
+def _trace_events(path) -> dict[str, list[dict]]:
+    with open(path) as fh:
+        data = json.load(fh)
+    events: dict[str, list[dict]] = {}
+    for e in data["traceEvents"] if isinstance(data, dict) else data:
+        events.setdefault(e.get("name"), []).append(e)
+    return events
+
+
+def test_the_helper_keeps_the_targets_cpu_priority_until_the_libraries_are_asked(setup,
+                                                                                 tmp_path):
+    """A replay asks for the profile's libraries at the target's priority and drops to nice
+    10 once they are all asked for; a first start (whole files, no libraries to ask) drops
+    at once."""
+    first_trace, second_trace = tmp_path / "first.json", tmp_path / "second.json"
+
+    def start(trace) -> str:
+        proc = subprocess.Popen(
+            [PY, "-m", "headstart", "run", "-v", "--trace", str(trace), "--model",
+             setup["model"], "--", PY, setup["server"], setup["lib"], setup["weights"], "1",
+             "0"], env=setup["env"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        _out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        _wait_helpers_gone(setup["cache"])
+        return err
+
+    start(first_trace)
+    assert _profiles(setup["cache"])
+    first = _trace_events(first_trace)
+    (niced,) = first["helper niced"]
+    assert niced["ts"] <= first["prefetch readahead"][0]["ts"]
+    assert "replay lead asked" not in first
+
+    drop(setup["lib"], setup["weights"])
+    err = start(second_trace)
+    second = _trace_events(second_trace)
+    assert "replay readahead" in second, err  # a cold replay, not a warm start
+    (lead,), (niced,) = second["replay lead asked"], second["helper niced"]
+    assert lead["args"]["bytes"] > 0
+    assert lead["ts"] <= niced["ts"]
+    assert niced["args"]["nice"] >= 10
+
+
 def _touch_sampled_model(tmp_path):
     """A 12 MiB weight file (resident: just written) and a TouchSampler of this process's
     own page tables, with 4 MiB chunks."""

@@ -84,6 +84,7 @@ class PrefetchStats:
     done: bool = False
     holds: int = 0  # times a readahead replay stood back for the target's own reads
     held_seconds: float = 0.0
+    bytes_touched: int = 0  # what a readahead pass read again once resident (pagecache/touch.py)
     # bytes_skipped_resident split by path (not in to_dict nor repr: one key per file, and a
     # replay logs its stats with -v)
     skipped_resident_by_path: dict[str, int] = field(default_factory=dict, repr=False)

@@ -78,7 +78,9 @@ def readahead(ranges: Iterable[Range], *, window: int = DEFAULT_WINDOW,
               slow_rate: float = 0.0,
               released: Callable[[float], bool] | None = None,
               early_window: int | None = None,
-              yield_to: Callable[[], bool] | None = None) -> PrefetchStats:
+              yield_to: Callable[[], bool] | None = None,
+              touch: bool = False,
+              after_lead: Callable[[], object] | None = None) -> PrefetchStats:
     """Make ``ranges`` resident in their order, blocking the calling thread until done.
 
     Early pacing: from range index ``slow_from`` on, at most ``slow_rate`` bytes/s are asked
@@ -99,6 +101,11 @@ def readahead(ranges: Iterable[Range], *, window: int = DEFAULT_WINDOW,
     at most ``MAX_HOLD`` seconds per chunk), so its reads queue behind what is in flight
     only, never behind more of ours.
 
+    ``touch``: the pages of the ranges from ``slow_from`` on are read once more right after
+    they became resident, by a thread of their own (:mod:`headstart.pagecache.touch`).
+
+    ``after_lead()`` is called once, when every range before ``slow_from`` was asked for.
+
     ``budget``: at most this many bytes are asked for (resident ones do not count).
     ``cancelled()`` is polled between chunks. ``stats`` is filled in as it goes (pass one to
     watch progress from another thread). Raises :class:`ReadaheadUnsupported` when the
@@ -112,9 +119,14 @@ def readahead(ranges: Iterable[Range], *, window: int = DEFAULT_WINDOW,
     t0 = time.monotonic()
     stream = _Stream(st, window=window, budget=budget, slow_from=slow_from,
                      slow_rate=slow_rate, released=released, early_window=early_window,
-                     yield_to=yield_to, cancelled=cancelled)
+                     yield_to=yield_to, cancelled=cancelled, touch=touch)
     try:
         for index, (path, offset, length) in enumerate(ranges):
+            if index == (slow_from or 0):
+                if index:
+                    stream.lead_asked()
+                if after_lead is not None:
+                    after_lead()
             if cancelled():
                 st.cancelled = True
                 break
@@ -129,6 +141,7 @@ def readahead(ranges: Iterable[Range], *, window: int = DEFAULT_WINDOW,
         except ReadaheadUnsupported:
             stream.abandon()
             raise
+        stream.finish_touching()
         st.elapsed = time.monotonic() - t0
         st.throughput = st.bytes_read / st.elapsed if st.elapsed > 0 else 0.0
         st.files_done = st.files
@@ -143,7 +156,8 @@ class _Stream:
     def __init__(self, st: PrefetchStats, *, window: int, budget: int | None,
                  slow_from: int | None, slow_rate: float,
                  released: Callable[[float], bool] | None, early_window: int | None,
-                 yield_to: Callable[[], bool] | None, cancelled: Callable[[], bool]) -> None:
+                 yield_to: Callable[[], bool] | None, cancelled: Callable[[], bool],
+                 touch: bool = False) -> None:
         self.st = st
         self.window = window
         self.budget = budget
@@ -153,7 +167,8 @@ class _Stream:
         self.early_window = early_window
         self.yield_to = yield_to
         self.cancelled = cancelled
-        self.inflight: collections.deque[tuple[_Open, int, int]] = collections.deque()
+        # (file, end, bytes, touch once read) of each chunk asked for and not yet read
+        self.inflight: collections.deque[tuple[_Open, int, int, bool]] = collections.deque()
         self.inflight_bytes = 0
         self.verified = False
         self.seen: set[tuple[int, int]] = set()
@@ -162,6 +177,25 @@ class _Stream:
         self.slow_bytes = 0
         self.early = early_window is not None and released is not None
         self.fired = False
+        self.toucher = None
+        if touch:
+            from headstart.pagecache.touch import PageToucher
+
+            self.toucher = PageToucher()
+
+    def finish_touching(self) -> None:
+        """Let the toucher finish the pages read so far; count them."""
+        if self.toucher is not None:
+            self.toucher.close(wait=not self.st.cancelled)
+            self.st.bytes_touched = self.toucher.bytes
+            self.toucher = None
+
+    def lead_asked(self) -> None:
+        """Every range before ``slow_from`` (the libraries) was asked for: noted in the trace."""
+        from headstart.trace import tracer
+
+        tracer.instant("replay lead asked", cat="prefetch", bytes=self.st.bytes_planned,
+                       bytes_read=self.st.bytes_read)
 
     def is_released(self, timeout: float) -> bool:
         """The imports signal, asked until it fires and remembered after."""
@@ -206,7 +240,7 @@ class _Stream:
 
     def retire(self) -> None:
         """Wait for the oldest chunk (a 1-byte read of its last page), then account it."""
-        entry, end, n = self.inflight.popleft()
+        entry, end, n, touch = self.inflight.popleft()
         self.inflight_bytes -= n
         try:
             os.pread(entry.fd, 1, end - 1)  # waits for the in-flight page
@@ -219,6 +253,8 @@ class _Stream:
                 if got is not None and want > 1 and got <= 1:
                     raise ReadaheadUnsupported(f"WILLNEED left {got} of {want} pages")
             self.st.bytes_read += n
+            if touch:
+                self.toucher.put(entry.path, end - n, n)  # type: ignore[union-attr]
         except OSError as exc:
             self.st.bytes_failed += n
             self.st.errors.append((entry.path, f"read: {exc.strerror or exc}"))
@@ -293,7 +329,8 @@ class _Stream:
                 self.stand_back()
             os.posix_fadvise(entry.fd, pos, n, os.POSIX_FADV_WILLNEED)
             entry.refs += 1
-            self.inflight.append((entry, pos + n, n))
+            self.inflight.append((entry, pos + n, n, self.toucher is not None
+                                  and index >= (self.slow_from or 0)))
             self.inflight_bytes += n
             pos += n
             while self.inflight and (self.inflight_bytes > bound

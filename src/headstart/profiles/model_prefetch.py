@@ -91,7 +91,7 @@ def read_ahead_of(snap, target_reads, imports_done: Callable[[float], bool] | No
                                  cancelled=lambda: not keep_going(),
                                  imports_done=imports_done,
                                  yield_to=yield_policy(opts, target_reads, imports_done),
-                                 stats=stats)
+                                 stats=stats, touch=True)
         except ReadaheadUnsupported:
             handle = prefetch(snap, **run_prefetch_options())
             while not handle.wait(0.2):
@@ -114,14 +114,16 @@ def replay_profile(key: str, refs: list[tuple[str, str | None]], *, cache_dir: s
                    imports_done: Callable[[float], bool] | None = None,
                    target: int | None = None,
                    on_coverage: Callable[[object], object] | None = None,
-                   profile: Any = None) -> bool:
+                   profile: Any = None,
+                   after_lead: Callable[[], object] | None = None) -> bool:
     """Replay the startup profile ``key`` when it exists and is still valid.
 
     ``imports_done``: see :func:`headstart.profiles.replay.replay`. ``target``: the pid
     of the target, not this process: the replay stands back while the target's tree reads
     from the disk itself, and afterwards measures the profile's coverage
     (:mod:`headstart.profiles.coverage`), which goes to ``on_coverage``, the trace and the
-    profile's sidecar. ``profile``: the profile ``key`` when the caller already loaded it.
+    profile's sidecar. ``after_lead``: see :func:`headstart.profiles.replay.replay` (only
+    a cold replay calls it). ``profile``: the profile ``key`` when the caller already loaded it.
 
     The first ref (the target's model) is resolved first, so a profile recorded for another
     snapshot is refused. Returns True when the profile was used (or another process on this
@@ -172,7 +174,8 @@ def replay_profile(key: str, refs: list[tuple[str, str | None]], *, cache_dir: s
         try:
             t0 = time.monotonic()
             handles = replay(checked, on_handle=on_handle, cancelled=lambda: not keep_going(),
-                             imports_done=imports_done, target_reads=reads)
+                             imports_done=imports_done, target_reads=reads,
+                             after_lead=after_lead)
             if reads is not None:
                 from headstart.profiles.coverage import measure_coverage
 

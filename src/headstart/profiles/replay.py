@@ -98,7 +98,8 @@ def replay(validated: Validated, *, library_workers: int | None = None,
            on_handle: Callable[[Any], None] = lambda _h: None,
            cancelled: Callable[[], bool] = lambda: False,
            imports_done: Callable[[float], bool] | None = None,
-           target_reads: Any = None) -> list[Any]:
+           target_reads: Any = None,
+           after_lead: Callable[[], object] | None = None) -> list[Any]:
     """Read the profile's ranges, blocking the calling (background) thread until done.
 
     ``target_reads`` (a :class:`headstart.watch.tree_io.TreeReads` of the target's tree):
@@ -113,6 +114,9 @@ def replay(validated: Validated, *, library_workers: int | None = None,
     (True once they have); until then a readahead replay reads weights at the capped
     ``early_rate``. None: no such signal, full speed throughout.
 
+    ``after_lead()`` is called once the library ranges (the lead of :func:`stream`) were all
+    asked for (a readahead replay), or at once (the engine's).
+
     ``on_handle`` gets each handle as it starts (``.stats``; engine handles also cancel).
     Never raises for what the file system does (the readers record it in stats).
     """
@@ -122,10 +126,13 @@ def replay(validated: Validated, *, library_workers: int | None = None,
     opts = replay_options()
     if opts["method"] == "readahead" and not (library_workers or weight_workers):
         yield_to = yield_policy(opts, target_reads, imports_done)
-        handle = _readahead(validated, opts, cancelled, imports_done, yield_to)
+        handle = _readahead(validated, opts, cancelled, imports_done, yield_to,
+                            touch=target_reads is not None, after_lead=after_lead)
         if handle is not None:
             on_handle(handle)
             return [handle]
+    if after_lead is not None:
+        after_lead()
     lib_w, weight_w = profile_workers()
     lib_w = library_workers or lib_w
     weight_w = weight_workers or weight_w
@@ -185,7 +192,9 @@ class ReadaheadReplay:
 def readahead_by_options(ranges: list, opts: dict, *, slow_from: int,
                          cancelled: Callable[[], bool],
                          imports_done: Callable[[float], bool] | None,
-                         yield_to: Callable[[], bool] | None, stats: Any) -> None:
+                         yield_to: Callable[[], bool] | None, stats: Any,
+                         touch: bool = False,
+                         after_lead: Callable[[], object] | None = None) -> None:
     """:func:`headstart.pagecache.readahead.readahead` of ``ranges`` with the settings of
     ``replay_options()`` (``opts``) and the memory budget; raises ``ReadaheadUnsupported``
     like it. One call for the profile replay and the whole-file prefetch of a helper."""
@@ -201,13 +210,14 @@ def readahead_by_options(ranges: list, opts: dict, *, slow_from: int,
               stats=stats, slow_from=slow_from, slow_rate=float(opts["early_rate"]),
               released=imports_done,
               early_window=int(opts["early_window"]) if imports_done is not None else None,
-              yield_to=yield_to)
+              yield_to=yield_to, touch=touch and bool(opts["touch"]), after_lead=after_lead)
 
 
 def _readahead(validated: Validated, opts: dict,
                cancelled: Callable[[], bool],
                imports_done: Callable[[float], bool] | None,
-               yield_to: Callable[[], bool] | None) -> ReadaheadReplay | None:
+               yield_to: Callable[[], bool] | None, touch: bool = False,
+               after_lead: Callable[[], object] | None = None) -> ReadaheadReplay | None:
     """The readahead replay; None when the device does not honour the advice (the caller
     then uses the engine, which skips whatever became resident meanwhile)."""
     from headstart.errors import ReadaheadUnsupported
@@ -222,7 +232,8 @@ def _readahead(validated: Validated, opts: dict,
         try:
             readahead_by_options(ranges, opts, slow_from=lead,
                                  cancelled=cancelled, imports_done=imports_done,
-                                 yield_to=yield_to, stats=stats)
+                                 yield_to=yield_to, stats=stats, touch=touch,
+                                 after_lead=after_lead)
         except ReadaheadUnsupported as exc:
             info["unsupported"] = str(exc)
             log.info("readahead replay not possible here (%s); using the engine", exc)

@@ -51,12 +51,17 @@ def _fd_signal(fd: int):
 
 def _lower_cpu_priority(target: int) -> None:
     """The target comes first: this process only runs ahead of it, at nice 10, and a warm
-    start costs it one residency check (benchmarks/design_measurements.md). A nice value
+    start costs it one residency check (benchmarks/design_measurements.md). A replay drops
+    to nice 10 only once it has asked for the profile's libraries (``lead_cpu`` of
+    :func:`headstart.settings.replay_options`): thousands of small files that need a little
+    CPU right when the target and its zygote import on every core, and behind which the disk
+    stood idle at nice 10; the target waits for those libraries then anyway. A nice value
     only weighs against threads of the same autogroup (``kernel.sched_autogroup_enabled``,
     on by default in most distributions' kernels): the helper left the target's session,
     so it got an autogroup of its own at nice 0, an equal share of the CPU with the target
     whatever its threads' nice. That group holds nothing but this helper: it gets nice 10
     as well."""
+    from headstart.trace import tracer
     from headstart.watch import procfs
 
     with contextlib.suppress(OSError):
@@ -64,6 +69,19 @@ def _lower_cpu_priority(target: int) -> None:
     with contextlib.suppress(OSError):
         if os.getsid(0) != os.getsid(target):
             procfs.set_autogroup_nice(10)
+    tracer.instant("helper niced", cat="prefetch", nice=os.getpriority(os.PRIO_PROCESS, 0))
+
+
+def _once(fn):
+    """``fn`` as a callable that runs it the first time only."""
+    done = []
+
+    def call() -> None:
+        if not done:
+            done.append(True)
+            fn()
+
+    return call
 
 
 def _lower_io_priority() -> None:
@@ -102,8 +120,12 @@ def main(argv: list[str]) -> int:
             with contextlib.suppress(OSError):
                 os.close(int(group["fd"]))
     from headstart.profiles.model_prefetch import prefetch_refs, replay_profile
+    from headstart.settings import replay_options
 
-    _lower_cpu_priority(parent)
+    replaying = bool(key) and why is None
+    lower_cpu_priority = _once(lambda: _lower_cpu_priority(parent))
+    if not replaying or replay_options()["lead_cpu"] != "target":
+        lower_cpu_priority()
     _lower_io_priority()
     if spec.get("trace"):
         import atexit
@@ -118,10 +140,13 @@ def main(argv: list[str]) -> int:
     imports_done = _fd_signal(imports_fd) if isinstance(imports_fd, int) else None
     # the target's stderr, kept open for the helper only with -v
     say = say_on_stderr if spec.get("verbose") else (lambda _m: None)
-    if key and why is None and replay_profile(
+    if replaying and replay_profile(
             key, refs, imports_done=imports_done, target=parent, profile=profile,
-            on_coverage=lambda cov: say(cov.describe()), **where):
+            on_coverage=lambda cov: say(cov.describe()), after_lead=lower_cpu_priority,
+            **where):
+        lower_cpu_priority()
         return 0
+    lower_cpu_priority()
     recording = None
     if key and spec.get("record"):
         recording = _record_in_background(spec, refs, why or "the profile was not usable",
