@@ -141,7 +141,8 @@ def readahead(ranges: Iterable[Range], *, window: int = DEFAULT_WINDOW,
         except ReadaheadUnsupported:
             stream.abandon()
             raise
-        stream.finish_touching()
+        finally:
+            stream.finish_touching()
         st.elapsed = time.monotonic() - t0
         st.throughput = st.bytes_read / st.elapsed if st.elapsed > 0 else 0.0
         st.files_done = st.files

@@ -197,7 +197,11 @@ def readahead_by_options(ranges: list, opts: dict, *, slow_from: int,
                          after_lead: Callable[[], object] | None = None) -> None:
     """:func:`headstart.pagecache.readahead.readahead` of ``ranges`` with the settings of
     ``replay_options()`` (``opts``) and the memory budget; raises ``ReadaheadUnsupported``
-    like it. One call for the profile replay and the whole-file prefetch of a helper."""
+    like it. One call for the profile replay and the whole-file prefetch of a helper.
+
+    ``touch``: the reads are for another process (a helper's), so the weights may be touched
+    once resident (:mod:`headstart.pagecache.touch`) where ``opts["touch"]`` says so; never
+    in the target's own process, whose imports would wait for the toucher."""
     from headstart.pagecache.budget import resolve_budget
     from headstart.pagecache.readahead import readahead
 
