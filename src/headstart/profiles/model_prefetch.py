@@ -159,29 +159,13 @@ def replay_profile(key: str, refs: list[tuple[str, str | None]], *, cache_dir: s
             tracer.instant("prefetch skipped", cat="prefetch", key=key,
                            reason="another process on this host prefetches it")
             return True
-        if nearly_warm:
-            try:
-                replay(checked, on_handle=on_handle, cancelled=lambda: not keep_going())
-            finally:
-                lock.release()
-            return True
-        reads = None
-        if target is not None:
-            from headstart.watch.tree_io import TreeReads
-
-            reads = TreeReads(target)
-            reads.start()
         try:
-            t0 = time.monotonic()
-            handles = replay(checked, on_handle=on_handle, cancelled=lambda: not keep_going(),
-                             imports_done=imports_done, target_reads=reads,
-                             after_lead=after_lead)
-            if reads is not None:
-                from headstart.profiles.coverage import measure_coverage
-
-                cov = measure_coverage(key, checked, handles, reads, t0, keep_going=keep_going)
-                if on_coverage is not None:
-                    on_coverage(cov)
+            if nearly_warm:
+                replay(checked, on_handle=on_handle, cancelled=lambda: not keep_going())
+            else:
+                _replay_cold(key, checked, on_handle=on_handle, keep_going=keep_going,
+                             imports_done=imports_done, target=target,
+                             on_coverage=on_coverage, after_lead=after_lead)
         finally:
             lock.release()
         return True
@@ -189,6 +173,33 @@ def replay_profile(key: str, refs: list[tuple[str, str | None]], *, cache_dir: s
         if on_error is not None:
             on_error(f"profile {key}", exc)
         return False
+
+
+def _replay_cold(key: str, checked: Any, *, on_handle: Callable[[Prefetch], object],
+                 keep_going: Callable[[], bool],
+                 imports_done: Callable[[float], bool] | None, target: int | None,
+                 on_coverage: Callable[[object], object] | None,
+                 after_lead: Callable[[], object] | None) -> None:
+    """A cold start's replay of the validated profile ``checked``; with the ``target``'s
+    pid, standing back for its tree's own reads and measuring the profile's coverage
+    after (see :func:`replay_profile`)."""
+    from headstart.profiles.replay import replay
+
+    reads = None
+    if target is not None:
+        from headstart.watch.tree_io import TreeReads
+
+        reads = TreeReads(target)
+        reads.start()
+    t0 = time.monotonic()
+    handles = replay(checked, on_handle=on_handle, cancelled=lambda: not keep_going(),
+                     imports_done=imports_done, target_reads=reads, after_lead=after_lead)
+    if reads is not None:
+        from headstart.profiles.coverage import measure_coverage
+
+        cov = measure_coverage(key, checked, handles, reads, t0, keep_going=keep_going)
+        if on_coverage is not None:
+            on_coverage(cov)
 
 
 def _warmth(profile, info: dict) -> str:
